@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a helper of those.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# Console scripts (llm-devstack, kafka-consumer-groups, ...) resolve from the venv in every recipe.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test check lint format typecheck stack-up stack-down stack-status provision bench clean
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Kafka jars and the S3 server binary into ~/.cache/llm-service (first use only).
+provision: install
+	llm-devstack provision
+
+## Start the local stack (real Kafka, real S3 server, GigaChat emulator) and say how to reach it.
+run: install
+	llm-devstack up
+
+stack-up: install
+	llm-devstack up
+
+stack-down: install
+	llm-devstack down
+
+stack-status: install
+	llm-devstack status
+
+## The whole suite, on a private stack the tests start and stop themselves.
+test: provision
+	pytest
+
+lint: install
+	ruff check .
+	ruff format --check .
+
+format: install
+	ruff format .
+	ruff check --fix .
+
+typecheck: install
+	mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

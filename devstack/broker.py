@@ -1,0 +1,171 @@
+"""A single-node KRaft Kafka broker (combined broker and controller) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from devstack.paths import kafka_home
+from devstack.procs import ManagedProcess, port_open, wait_until
+from devstack.provision import kafka_libs, require_tool
+from llm_service.errors import StackError
+
+STARTED_LINE = "Kafka Server started"
+
+# Broker settings for a one-node development cluster. The defaults assume three brokers (offsets
+# topic replication 3: consumer groups would never work) and a 3 s initial rebalance delay.
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+num.network.threads=2
+num.io.threads=2
+# Room for the 1 MB task messages the service must reject cleanly (the default cap is ~1 MB).
+message.max.bytes=4194304
+replica.fetch.max.bytes=4194304
+"""
+
+_LOG4J2 = """\
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+# Keep the line readiness is detected by.
+logger.raftserver.name = kafka.server.KafkaRaftServer
+logger.raftserver.level = INFO
+"""
+
+# Serial GC and a fixed 512 MiB heap: this broker shares two cores with workers and tests.
+_JVM_FLAGS = ["-Xms512m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
+
+
+class KafkaBroker:
+    def __init__(self, *, cache: Path, run_dir: Path, port: int, controller_port: int) -> None:
+        self.cache = cache
+        self.dir = run_dir / "kafka"
+        self.port = port
+        self.controller_port = controller_port
+        self.proc = ManagedProcess("kafka", run_dir)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        return self.proc.process() is not None
+
+    def start(self, *, timeout: float = 120.0) -> None:
+        libs = kafka_libs(self.cache)
+        java = require_tool("java")
+        for port in (self.port, self.controller_port):
+            if port_open(port):
+                raise StackError(f"port {port} (Kafka) is already in use by another process")
+        self._write_config()
+        classpath = f"{libs}/*"
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = ManagedProcess("kafka-format", self.dir)
+            fmt.start(
+                [
+                    java,
+                    "-Xmx256m",
+                    f"-Dlog4j2.configurationFile={self._tools_log4j()}",
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self.dir / "server.properties"),
+                    "--ignore-formatted",
+                ]
+            )
+            wait_until(
+                (self.dir / "data" / "meta.properties").exists,
+                proc=fmt,
+                timeout=60,
+                what="Kafka storage format",
+            )
+            fmt.stop(timeout=10)
+        self.proc.log_file.unlink(missing_ok=True)
+        self.proc.start(
+            [
+                java,
+                *_JVM_FLAGS,
+                f"-Dkafka.logs.dir={self.dir / 'logs'}",
+                f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(self.dir / "server.properties"),
+            ],
+            cwd=self.dir,
+        )
+        wait_until(self._started, proc=self.proc, timeout=timeout, what="Kafka broker")
+
+    def _started(self) -> bool:
+        try:
+            return STARTED_LINE in self.proc.log_file.read_text(errors="replace") and port_open(self.port)
+        except OSError:
+            return False
+
+    def _tools_log4j(self) -> Path:
+        return kafka_home(self.cache) / "tools-log4j2.properties"
+
+    def _write_config(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "server.properties").write_text(
+            _SERVER_PROPERTIES.format(
+                port=self.port, controller_port=self.controller_port, data_dir=self.dir / "data"
+            )
+        )
+        (self.dir / "log4j2.properties").write_text(_LOG4J2)
+
+    def stop(self) -> None:
+        # Controlled shutdown takes a few seconds; a stuck JVM is killed after 30.
+        self.proc.stop(timeout=30)
+
+    def create_topics(self, topics: Mapping[str, int], *, config: Mapping[str, str] | None = None) -> None:
+        """Create the topics that do not exist yet (name -> partitions)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="llm-devstack")
+        try:
+            existing = set(admin.list_topics())
+            new = [
+                NewTopic(name, partitions, 1, topic_configs=dict(config or {}))
+                for name, partitions in topics.items()
+                if name not in existing
+            ]
+            if new:
+                # Another client may create one between our list and create.
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(new)
+        finally:
+            admin.close()

@@ -1,0 +1,75 @@
+"""The S3 server: versitygw over a local folder (its posix backend), on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import requests
+from minio import Minio
+
+from devstack.procs import ManagedProcess, port_open, wait_until
+from devstack.provision import versitygw
+from llm_service.errors import StackError
+
+# Development credentials of a server that listens on loopback only; not a secret.
+ACCESS_KEY = "llm-dev"
+SECRET_KEY = "llm-dev-secret"
+HEALTH_PATH = "/health"
+
+
+class S3Server:
+    def __init__(self, *, cache: Path, run_dir: Path, port: int) -> None:
+        self.cache = cache
+        self.data_dir = run_dir / "s3-data"
+        self.port = port
+        self.proc = ManagedProcess("s3", run_dir)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        return self.proc.process() is not None
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        binary = versitygw(self.cache)
+        if port_open(self.port):
+            raise StackError(f"port {self.port} (S3) is already in use by another process")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Keys go through the environment, not argv, so `ps` does not show them.
+        env = dict(os.environ, ROOT_ACCESS_KEY=ACCESS_KEY, ROOT_SECRET_KEY=SECRET_KEY)
+        self.proc.start(
+            [
+                str(binary),
+                "--port",
+                self.endpoint,
+                "--health",
+                HEALTH_PATH,
+                "--quiet",
+                "posix",
+                str(self.data_dir),
+            ],
+            env=env,
+        )
+        wait_until(self.healthy, proc=self.proc, timeout=timeout, what="S3 server (versitygw)")
+
+    def healthy(self) -> bool:
+        try:
+            return requests.get(f"http://{self.endpoint}{HEALTH_PATH}", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def client(self) -> Minio:
+        return Minio(
+            self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region="us-east-1"
+        )
+
+    def create_buckets(self, *names: str) -> None:
+        client = self.client()
+        for name in names:
+            if not client.bucket_exists(name):
+                client.make_bucket(name)
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=10)

@@ -1,0 +1,435 @@
+"""Every setting of llm-service, declared once.
+
+Each field of :class:`Settings` is one environment variable (its name upper-cased) with its type,
+default, check and help line. ``.env.example`` is generated from this declaration
+(``python -m llm_service.config example``) and a test keeps the two equal.
+
+Who calls it: the supervisor at start-up and on SIGHUP, a lone ``llm-worker`` at start-up, and
+``llmctl``. Workers under the supervisor receive the already validated values through their
+environment, so a worker never sees a config the supervisor rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from llm_service.errors import ConfigError
+
+SECRET_MASK = "***"
+_SECRET_SUFFIXES = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
+
+GIGACHAT_AUTH_URL = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth"
+GIGACHAT_API_URL = "https://gigachat.devices.sberbank.ru/api/v1"
+
+Check = Callable[[Any], str | None]
+
+
+def setting(default: Any, help: str, *, check: Check | None = None, group: str = "") -> Any:
+    """Declare one setting: its default, one help line and an optional check.
+
+    ``check`` returns an error text for a bad value, or None. The group is the heading under which
+    ``.env.example`` lists the variable.
+    """
+    return field(default=default, metadata={"help": help, "check": check, "group": group})
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or greater"
+
+
+def percent(value: float) -> str | None:
+    return None if 0 < value <= 100 else "must be a percentage in (0, 100]"
+
+
+def one_of(*allowed: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+    return check
+
+
+def host_port(value: str) -> str | None:
+    parts = [p.strip() for p in value.split(",")]
+    if all(re.fullmatch(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}", p) for p in parts):
+        return None
+    return "must be host:port (comma-separated for several)"
+
+
+def url(value: str) -> str | None:
+    return None if re.match(r"https?://[^\s/]+", value) else "must be an http(s):// URL"
+
+
+def topic_name(value: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) else "is not a valid Kafka topic name"
+
+
+def bucket_name(value: str) -> str | None:
+    if re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+        return None
+    return "is not a valid S3 bucket name"
+
+
+def bucket_list(value: tuple[str, ...]) -> str | None:
+    bad = [b for b in value if bucket_name(b)]
+    return f"has invalid bucket names: {', '.join(bad)}" if bad else None
+
+
+def _default_socket() -> str:
+    return str(Path(os.environ.get("RUNTIME_DIRECTORY") or "/tmp") / "llm-supervisor.sock")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The validated configuration. Frozen: a reload builds a new object and swaps it in whole."""
+
+    # Kafka
+    kafka_bootstrap_servers: str = setting(
+        "localhost:9092", "Kafka brokers, host:port, comma-separated", check=host_port, group="Kafka"
+    )
+    kafka_tasks_topic: str = setting("tasks_llm", "Topic tasks are consumed from", check=topic_name)
+    kafka_status_topic: str = setting("tasks_llm_status", "Topic status events go to", check=topic_name)
+    kafka_dlq_topic: str = setting("tasks_llm_dlq", "Topic failed and invalid tasks go to", check=topic_name)
+    kafka_group_id: str = setting("llm-worker-group", "Consumer group shared by all workers")
+    kafka_session_timeout_ms: int = setting(
+        10000, "Consumer session timeout; a dead static member keeps its partitions this long", check=positive
+    )
+    kafka_max_poll_interval_ms: int = setting(
+        300000, "Longest gap between polls before the broker drops the consumer", check=positive
+    )
+    kafka_max_request_bytes: int = setting(
+        2 * 1024 * 1024,
+        "Largest status/DLQ record the producer sends (DLQ copies of big tasks need the topic to allow it)",
+        check=positive,
+    )
+
+    # S3 (MinIO in production)
+    minio_endpoint: str = setting("localhost:9000", "S3 endpoint host:port", check=host_port, group="S3")
+    minio_access_key: str = setting("", "S3 access key")
+    minio_secret_key: str = setting("", "S3 secret key")
+    minio_secure: bool = setting(False, "Use HTTPS for S3")
+    minio_region: str = setting("us-east-1", "S3 region (saves a location lookup per bucket)")
+    minio_input_bucket: str = setting("llm-input", "Default bucket of task inputs", check=bucket_name)
+    minio_output_bucket: str = setting("llm-output", "Default bucket of task results", check=bucket_name)
+    minio_output_prefix: str = setting(
+        "results/", "Key prefix of default result objects ({prefix}{task_id}.json)"
+    )
+    minio_allowed_input_buckets: tuple[str, ...] = setting(
+        (),
+        "Buckets tasks may read inputs from, comma-separated (empty: only MINIO_INPUT_BUCKET)",
+        check=bucket_list,
+    )
+    input_max_bytes: int = setting(
+        10 * 1024 * 1024, "Largest input object a task may read, in bytes", check=positive
+    )
+
+    # GigaChat
+    gigachat_auth_url: str = setting(GIGACHAT_AUTH_URL, "OAuth endpoint", check=url, group="GigaChat")
+    gigachat_api_url: str = setting(GIGACHAT_API_URL, "REST API base URL", check=url)
+    gigachat_auth_key: str = setting("", "Authorization key (base64 client_id:client_secret)")
+    gigachat_scope: str = setting(
+        "GIGACHAT_API_PERS",
+        "OAuth scope",
+        check=one_of("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP"),
+    )
+    gigachat_model: str = setting("GigaChat", "Model used when a task names none")
+    gigachat_ca_bundle: str = setting(
+        "", "CA bundle file with the Russian Trusted Root CA (empty: system CAs)"
+    )
+    gigachat_verify_ssl: bool = setting(True, "Verify TLS certificates (keep on outside development)")
+    gigachat_timeout_s: float = setting(60.0, "Timeout of one HTTP call to GigaChat, seconds", check=positive)
+    gigachat_max_concurrency: int = setting(
+        8, "Model calls in flight across all workers of this host (a personal key allows 1)", check=positive
+    )
+    gigachat_breaker_fail_max: int = setting(
+        5, "Consecutive failed model calls that open the circuit breaker", check=positive
+    )
+    gigachat_breaker_reset_s: float = setting(
+        15.0, "Seconds the breaker stays open before a probe call", check=positive
+    )
+    gigachat_call_attempts: int = setting(
+        4, "HTTP attempts per GigaChat call on 429, 5xx, timeouts (within the task deadline)", check=positive
+    )
+    gigachat_backoff_base_s: float = setting(
+        0.5,
+        "First retry delay cap of a GigaChat call, seconds; doubles per retry, full jitter",
+        check=positive,
+    )
+    gigachat_backoff_max_s: float = setting(
+        10.0, "Largest retry delay of a GigaChat call, seconds (a Retry-After header wins)", check=positive
+    )
+    gigachat_limiter_dir: str = setting(
+        "",
+        "Lock-file directory of the host-wide GigaChat call limiter (empty: runtime dir or /tmp, per user)",
+    )
+
+    # Tasks
+    task_max_attempts: int = setting(
+        5, "Attempts at a task on transient errors before it fails", check=positive, group="Tasks"
+    )
+    task_timeout_s: float = setting(600.0, "Deadline of one task, retries included, seconds", check=positive)
+    task_max_message_bytes: int = setting(
+        256 * 1024, "Largest task message accepted; a larger one fails with MESSAGE_TOO_LARGE", check=positive
+    )
+    task_retry_backoff_s: float = setting(
+        1.0, "Pause before the first retry of a task; doubles per attempt, with jitter", check=positive
+    )
+    task_retry_backoff_max_s: float = setting(30.0, "Longest pause between task retries", check=positive)
+    worker_bootstrap_attempts: int = setting(
+        5, "Bootstrap attempts (Kafka, S3, GigaChat) before a worker exits as BOOT_FAILED", check=positive
+    )
+    worker_bootstrap_backoff_s: float = setting(
+        1.0, "Pause after the first failed bootstrap attempt; doubles per attempt up to 30 s", check=positive
+    )
+    worker_revoke_timeout_s: float = setting(
+        10.0,
+        "Seconds a worker waits for tasks of revoked partitions before handing them back",
+        check=positive,
+    )
+
+    # Worker pool
+    worker_processes: int = setting(2, "Worker processes the supervisor runs", check=positive, group="Pool")
+    worker_max_concurrent_tasks: int = setting(8, "Tasks in flight in one worker process", check=positive)
+    worker_heartbeat_timeout: float = setting(
+        60.0, "Seconds without a heartbeat before a worker is killed and replaced", check=positive
+    )
+    worker_drain_timeout: float = setting(
+        120.0, "Seconds a stopping worker may take to finish its tasks", check=positive
+    )
+    worker_max_tasks: int = setting(
+        0, "Recycle a worker after this many tasks, with jitter (0: never)", check=non_negative
+    )
+    worker_rss_soft_mb: int = setting(
+        1024, "Worker RSS above which it is recycled gracefully, MiB", check=positive
+    )
+    worker_rss_hard_mb: int = setting(2048, "Worker RSS above which it is killed, MiB", check=positive)
+    worker_max_processes: int = setting(
+        32, "Upper bound of WORKER_PROCESSES and `llmctl scale`; sizes the status table", check=positive
+    )
+    worker_kill_grace_s: float = setting(
+        5.0, "Seconds between the polite signal to a hung or oversized worker and SIGKILL", check=positive
+    )
+    worker_min_uptime_s: float = setting(
+        5.0, "A worker that exits sooner than this after start counts as a quick failure", check=non_negative
+    )
+    worker_restart_backoff_s: float = setting(
+        1.0, "First delay before restarting after repeated quick failures; doubles each time", check=positive
+    )
+    worker_restart_backoff_max_s: float = setting(
+        30.0, "Longest delay between restarts of a failing worker", check=positive
+    )
+    worker_max_quick_failures: int = setting(
+        5, "Quick failures in a row after which a slot goes FATAL and raises an alert", check=positive
+    )
+    worker_fatal_cooloff_s: float = setting(
+        300.0, "Seconds a FATAL slot waits before it is tried again", check=positive
+    )
+
+    # Limits (the runbook's norms and alert levels)
+    limit_cpu_percent: float = setting(
+        80.0, "Host CPU norm; above it the pool sheds load", check=percent, group="Limits"
+    )
+    limit_ram_percent: float = setting(80.0, "Host RAM norm; above it the pool sheds load", check=percent)
+    alert_cpu_percent: float = setting(90.0, "Host CPU level that raises an alert", check=percent)
+    alert_ram_percent: float = setting(90.0, "Host RAM level that raises an alert", check=percent)
+    limit_disk_free_mb: int = setting(1024, "Free disk below which intake pauses, MiB", check=non_negative)
+    limit_window_s: float = setting(
+        30.0, "Window over which CPU and RAM are averaged, seconds", check=positive
+    )
+    alert_bootstrap_failures: int = setting(
+        5, "Bootstrap failures in a row of one worker that raise an alert", check=positive
+    )
+    alert_kafka_errors_per_min: float = setting(
+        10.0, "Kafka connection errors a minute (all workers) that raise an alert", check=positive
+    )
+    alert_avg_processing_s: float = setting(
+        120.0, "Average task processing time that raises an alert, seconds", check=positive
+    )
+    alert_consumer_lag_s: float = setting(
+        600.0, "Age of the oldest unprocessed task that raises an alert, seconds", check=positive
+    )
+
+    # Supervisor
+    supervisor_socket: str = setting(
+        _default_socket(), "Unix status socket of the supervisor", group="Supervisor"
+    )
+    supervisor_stop_margin_s: float = setting(
+        10.0, "Added to WORKER_DRAIN_TIMEOUT: the one deadline of a graceful stop", check=non_negative
+    )
+    supervisor_lag_interval_s: float = setting(
+        30.0, "Seconds between consumer-lag probes of the Kafka group (0: off)", check=non_negative
+    )
+
+    # Logging
+    log_format: str = setting(
+        "text", "Log format: text or json", check=one_of("text", "json"), group="Logging"
+    )
+    log_level: str = setting(
+        "INFO", "Log level", check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    )
+    log_file: str = setting("", "Also write logs to this file (reopened on SIGUSR1); empty: stderr only")
+
+    def allowed_input_buckets(self) -> frozenset[str]:
+        return frozenset(self.minio_allowed_input_buckets or (self.minio_input_bucket,))
+
+    def masked(self) -> dict[str, Any]:
+        """The settings by env name, secrets replaced: what may be logged or shown."""
+        return {
+            env_name(f): (
+                SECRET_MASK if is_secret(env_name(f)) and getattr(self, f.name) else getattr(self, f.name)
+            )
+            for f in dataclasses.fields(self)
+        }
+
+    def as_environ(self) -> dict[str, str]:
+        """The settings as environment variables, for handing to a child process."""
+        return {env_name(f): _render(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    return f.name.upper()
+
+
+def is_secret(name: str) -> bool:
+    return name.endswith(_SECRET_SUFFIXES)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse(raw: str, kind: Any) -> Any:
+    raw = raw.strip()
+    if kind is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError("must be true or false")
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    if typing.get_origin(kind) is tuple:
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _shown(name: str, raw: str) -> str:
+    return SECRET_MASK if is_secret(name) else repr(raw)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Build Settings from a .env file overlaid by the environment; raise ConfigError on any bad value.
+
+    The process environment wins over the file, as with docker compose. An explicit ``env_file``
+    must exist; without one, ``./.env`` is read when present.
+    """
+    environ = os.environ if environ is None else environ
+    source: dict[str, str] = {}
+    path = env_file if env_file is not None else (Path(".env") if Path(".env").is_file() else None)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"env file {path} does not exist")
+        source.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    source.update(environ)
+    return _build(source)
+
+
+def _build(source: Mapping[str, str]) -> Settings:
+    types_ = _field_types()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        name = env_name(f)
+        if name not in source:
+            continue
+        raw = source[name]
+        try:
+            values[f.name] = _parse(raw, types_[f.name])
+        except ValueError as exc:
+            reason = str(exc) if "must be" in str(exc) else f"must be {_kind_name(types_[f.name])}"
+            raise ConfigError(f"{name}={_shown(name, raw)}: {reason}") from None
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _kind_name(kind: Any) -> str:
+    return {int: "a whole number", float: "a number"}.get(kind, "valid")
+
+
+def _check(settings: Settings) -> None:
+    for f in dataclasses.fields(settings):
+        check: Check | None = f.metadata.get("check")
+        value = getattr(settings, f.name)
+        problem = check(value) if check else None
+        if problem:
+            name = env_name(f)
+            raise ConfigError(f"{name}={_shown(name, _render(value))}: {problem}")
+    if settings.worker_rss_soft_mb > settings.worker_rss_hard_mb:
+        raise ConfigError("WORKER_RSS_SOFT_MB must not exceed WORKER_RSS_HARD_MB")
+    if settings.worker_processes > settings.worker_max_processes:
+        raise ConfigError("WORKER_PROCESSES must not exceed WORKER_MAX_PROCESSES")
+
+
+def env_example() -> str:
+    """The text of .env.example: every variable with its default and help line, grouped."""
+    lines = [
+        "# llm-service configuration. Generated by `python -m llm_service.config example`;",
+        "# a test keeps it equal to llm_service/config.py. Values shown are the defaults.",
+    ]
+    for f in dataclasses.fields(Settings):
+        if f.metadata["group"]:
+            lines += ["", f"# --- {f.metadata['group']} ---"]
+        default = f.default if f.name != "supervisor_socket" else "/tmp/llm-supervisor.sock"
+        lines.append(f"# {f.metadata['help']}")
+        lines.append(f"{env_name(f)}={_render(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llm_service.config example|check``: print .env.example, or validate the current config."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["example"]:
+        sys.stdout.write(env_example())
+        return 0
+    if args[:1] == ["check"]:
+        try:
+            settings = load_settings(env_file=Path(args[1]) if len(args) > 1 else None)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        for name, value in settings.masked().items():
+            print(f"{name}={_render(value)}")
+        return 0
+    print("usage: python -m llm_service.config example|check [ENV_FILE]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

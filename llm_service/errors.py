@@ -1,0 +1,55 @@
+"""Every exception type of llm-service, in one place (STYLE rule 11).
+
+Task errors carry the ``code`` that goes into a FAILED status and the DLQ headers, and say whether
+a retry could help. Shutdown control is the only BaseException subclass.
+"""
+
+from __future__ import annotations
+
+
+class LlmServiceError(Exception):
+    """Base of the errors this project raises on purpose."""
+
+
+class ConfigError(LlmServiceError):
+    """A setting is missing or invalid. The message names the variable and never shows a secret."""
+
+
+class StackError(LlmServiceError):
+    """The local development stack could not be provisioned, started or stopped."""
+
+
+class TaskError(LlmServiceError):
+    """A task cannot be completed now. ``code`` is the contract's ``error.code``."""
+
+    code = "INTERNAL"
+    transient = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class PermanentTaskError(TaskError):
+    """Retrying cannot help: bad message, missing or unreadable input, a 4xx from the model."""
+
+
+class TransientTaskError(TaskError):
+    """Retrying may help: 5xx, 429, timeouts, connection errors."""
+
+    code = "TRANSIENT"
+    transient = True
+
+
+class BreakerOpenError(TransientTaskError):
+    """The GigaChat circuit breaker refused the call; no request was sent.
+
+    The pipeline retries the task later without counting an attempt.
+    """
+
+    code = "BREAKER_OPEN"
+
+
+class ShutdownRequested(BaseException):
+    """Raised inside a worker to unwind on a stop request; never caught by broad handlers."""

@@ -1,0 +1,16 @@
+"""The log lines the runbook greps for, word for word (CONTRACT.md, "Log lines the runbook greps for").
+
+They are %-style templates so that callers log them lazily: ``log.info(TASK_COMPLETED, task_id, n)``.
+tests/test_log_lines.py checks each template renders to the contract's wording. Change none of them
+without changing the contract, docs/RUNBOOK.ru.md and that test.
+"""
+
+WORKER_STARTED = "Worker started, listening to Kafka topic '%s'..."
+PROCESSING_TASK = "Processing task %s with worker %s"
+TASK_COMPLETED = "Task %s completed: %d tokens"
+TASK_PROCESSED_IN = "Task %s processed in %.1fms"
+STATUS_SENT = "Status %d sent for task %s"
+BREAKER_OPEN = "Circuit breaker OPEN after %d failures"
+TASK_FAILED = "Failed to process task %s: %s"
+INIT_FAILED = "Failed to initialize interface: %s"
+BOOTSTRAP_FAILED = "Bootstrap failed: %s"

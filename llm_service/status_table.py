@@ -1,0 +1,382 @@
+"""The shared-memory status table: one fixed record per worker slot.
+
+Written by the worker that owns the slot (many threads of it, serialised by a process-local lock),
+read by the supervisor without any lock: every record carries a sequence counter that the writer
+makes odd before a change and even after it (a seqlock), so a reader retries the rare read that
+overlapped a write instead of ever blocking the worker.
+
+Each record also has a small control area the supervisor writes and the worker reads (pause intake,
+lower concurrency, drain). Single aligned fields, so no sequence counter is needed there.
+
+The table outlives its workers: after a worker dies the supervisor can still read what it held
+(which tasks were in flight, at which stage) and log it.
+
+Who uses it: the supervisor creates it before forking (workers inherit the mapping) and unlinks it
+on exit; a lone ``llm-worker`` creates a private one-slot table.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+MAX_TRACKED_TASKS = 128
+TASK_ID_BYTES = 128
+
+_MAGIC = 0x4C4C4D53  # "LLMS"
+_LAYOUT_VERSION = 1
+_HEADER = struct.Struct("<IIII")  # magic, layout version, slots, record size
+_RECORDS_AT = 64
+
+
+class WorkerState(enum.IntEnum):
+    """What the worker says it is doing (the supervisor's slot state machine is separate)."""
+
+    EMPTY = 0
+    BOOTING = 1
+    RUNNING = 2
+    PAUSED = 3
+    DRAINING = 4
+    STOPPED = 5
+
+
+class Conn(enum.IntEnum):
+    UNKNOWN = 0
+    UP = 1
+    DOWN = 2
+
+
+class Breaker(enum.IntEnum):
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+class Stage(enum.IntEnum):
+    """Where a task in flight is. FREE marks an unused task entry."""
+
+    FREE = 0
+    RECEIVED = 1
+    READING_INPUT = 2
+    CALLING_MODEL = 3
+    WRITING_RESULT = 4
+    PUBLISHING = 5
+    RETRY_WAIT = 6
+
+
+# Field name -> struct format. Order is the layout; keep 8-byte fields first for alignment.
+_FIELDS: tuple[tuple[str, str], ...] = (
+    ("seq", "Q"),
+    ("heartbeat", "d"),  # time.monotonic(): CLOCK_MONOTONIC is one clock for all processes on Linux
+    ("started_at", "d"),  # wall clock
+    ("done", "Q"),
+    ("failed", "Q"),
+    ("retried", "Q"),
+    ("tokens_used", "Q"),
+    ("avg_processing_ms", "d"),
+    ("last_processing_ms", "d"),
+    ("oldest_pending_ts", "d"),  # wall time of the oldest message taken but not committed; 0 if none
+    ("kafka_errors", "Q"),  # cumulative; the supervisor derives the per-minute rate
+    ("bootstrap_failures", "Q"),  # consecutive; reset when bootstrap succeeds
+    ("pid", "i"),
+    ("in_flight", "I"),
+    ("capacity", "I"),
+    ("state", "B"),
+    ("conn_kafka", "B"),
+    ("conn_s3", "B"),
+    ("conn_gigachat", "B"),
+    ("breaker", "B"),
+)
+_CONTROL: tuple[tuple[str, str], ...] = (
+    ("intake_paused", "B"),
+    ("drain", "B"),
+    ("concurrency_cap", "H"),  # 0: no cap beyond WORKER_MAX_CONCURRENT_TASKS
+)
+_TASK = struct.Struct(f"<dB{TASK_ID_BYTES}s")  # started (wall), stage, task id (utf-8, NUL-padded)
+
+
+def _offsets(
+    fields: tuple[tuple[str, str], ...], start: int
+) -> tuple[dict[str, tuple[int, struct.Struct]], int]:
+    offsets: dict[str, tuple[int, struct.Struct]] = {}
+    pos = start
+    for name, fmt in fields:
+        packer = struct.Struct("<" + fmt)
+        pos += -pos % packer.size  # natural alignment
+        offsets[name] = (pos, packer)
+        pos += packer.size
+    return offsets, pos
+
+
+_FIELD_AT, _AFTER_FIELDS = _offsets(_FIELDS, 0)
+_CONTROL_AT, _AFTER_CONTROL = _offsets(_CONTROL, _AFTER_FIELDS)
+_TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
+RECORD_SIZE = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
+RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
+
+
+@dataclass(frozen=True)
+class TaskInFlight:
+    task_id: str
+    stage: Stage
+    started: float
+
+
+@dataclass(frozen=True)
+class SlotSnapshot:
+    """A consistent copy of one record, as the supervisor reads it."""
+
+    slot: int
+    pid: int
+    state: WorkerState
+    heartbeat: float
+    started_at: float
+    in_flight: int
+    capacity: int
+    done: int
+    failed: int
+    retried: int
+    tokens_used: int
+    avg_processing_ms: float
+    last_processing_ms: float
+    oldest_pending_ts: float
+    kafka_errors: int
+    bootstrap_failures: int
+    conn_kafka: Conn
+    conn_s3: Conn
+    conn_gigachat: Conn
+    breaker: Breaker
+    intake_paused: bool
+    drain: bool
+    concurrency_cap: int
+    tasks: tuple[TaskInFlight, ...]
+
+    def heartbeat_age(self, now: float | None = None) -> float:
+        if self.heartbeat == 0:
+            return float("inf")
+        return (time.monotonic() if now is None else now) - self.heartbeat
+
+
+class StatusTable:
+    """A table of ``slots`` records in one shared-memory block."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, *, owner: bool) -> None:
+        self._shm = shm
+        self._owner = owner
+        if shm.buf is None:
+            raise ValueError(f"shared memory {shm.name} is closed")
+        self._buf: memoryview = shm.buf
+        magic, version, slots, size = _HEADER.unpack_from(self._buf, 0)
+        if magic != _MAGIC or version != _LAYOUT_VERSION or size != RECORD_SIZE:
+            raise ValueError(f"shared memory {shm.name} is not a status table of this version")
+        self.slots = slots
+
+    @classmethod
+    def create(cls, slots: int) -> StatusTable:
+        shm = shared_memory.SharedMemory(create=True, size=_RECORDS_AT + slots * RECORD_SIZE)
+        if shm.buf is None:
+            raise ValueError(f"shared memory {shm.name} closed while being created")
+        _HEADER.pack_into(shm.buf, 0, _MAGIC, _LAYOUT_VERSION, slots, RECORD_SIZE)
+        return cls(shm, owner=True)
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    def _base(self, slot: int) -> int:
+        if not 0 <= slot < self.slots:
+            raise IndexError(f"slot {slot} outside 0..{self.slots - 1}")
+        return _RECORDS_AT + slot * RECORD_SIZE
+
+    def writer(self, slot: int) -> SlotWriter:
+        """The worker side of one slot. Call in the worker process, after fork."""
+        return SlotWriter(self._buf, self._base(slot))
+
+    def control(self, slot: int) -> SlotControl:
+        """The supervisor side of one slot's control area."""
+        return SlotControl(self._buf, self._base(slot))
+
+    def clear(self, slot: int) -> None:
+        """Zero a slot before a new worker takes it. Supervisor only, while no worker runs there."""
+        base = self._base(slot)
+        self._buf[base : base + RECORD_SIZE] = bytes(RECORD_SIZE)
+
+    def read(self, slot: int) -> SlotSnapshot:
+        """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer."""
+        base = self._base(slot)
+        buf = self._buf
+        seq_at, seq_packer = _FIELD_AT["seq"]
+        while True:
+            before = seq_packer.unpack_from(buf, base + seq_at)[0]
+            if before % 2 == 0:
+                raw = bytes(buf[base : base + RECORD_SIZE])
+                if seq_packer.unpack_from(buf, base + seq_at)[0] == before:
+                    return _decode(slot, raw)
+            time.sleep(0)  # let the writer finish its few hundred nanoseconds
+
+    def close(self) -> None:
+        self._shm.close()
+        if self._owner:
+            self._shm.unlink()
+
+
+def _decode(slot: int, raw: bytes) -> SlotSnapshot:
+    v = {name: packer.unpack_from(raw, pos)[0] for name, (pos, packer) in _FIELD_AT.items()}
+    c = {name: packer.unpack_from(raw, pos)[0] for name, (pos, packer) in _CONTROL_AT.items()}
+    tasks = []
+    for i in range(MAX_TRACKED_TASKS):
+        started, stage, task_id = _TASK.unpack_from(raw, _TASKS_AT + i * _TASK.size)
+        if stage != Stage.FREE:
+            tasks.append(
+                TaskInFlight(task_id.rstrip(b"\0").decode("utf-8", "replace"), Stage(stage), started)
+            )
+    return SlotSnapshot(
+        slot=slot,
+        pid=v["pid"],
+        state=WorkerState(v["state"]),
+        heartbeat=v["heartbeat"],
+        started_at=v["started_at"],
+        in_flight=v["in_flight"],
+        capacity=v["capacity"],
+        done=v["done"],
+        failed=v["failed"],
+        retried=v["retried"],
+        tokens_used=v["tokens_used"],
+        avg_processing_ms=v["avg_processing_ms"],
+        last_processing_ms=v["last_processing_ms"],
+        oldest_pending_ts=v["oldest_pending_ts"],
+        kafka_errors=v["kafka_errors"],
+        bootstrap_failures=v["bootstrap_failures"],
+        conn_kafka=Conn(v["conn_kafka"]),
+        conn_s3=Conn(v["conn_s3"]),
+        conn_gigachat=Conn(v["conn_gigachat"]),
+        breaker=Breaker(v["breaker"]),
+        intake_paused=bool(c["intake_paused"]),
+        drain=bool(c["drain"]),
+        concurrency_cap=c["concurrency_cap"],
+        tasks=tuple(tasks),
+    )
+
+
+class SlotWriter:
+    """Updates one record. Thread-safe within the worker process; one process writes a slot."""
+
+    def __init__(self, buf: memoryview, base: int) -> None:
+        self._buf = buf
+        self._base = base
+        self._lock = threading.Lock()
+        self._free_entries = list(range(MAX_TRACKED_TASKS - 1, -1, -1))
+        self._seq = _FIELD_AT["seq"][1].unpack_from(buf, base + _FIELD_AT["seq"][0])[0]
+
+    def _begin(self) -> None:
+        self._seq += 1
+        pos, packer = _FIELD_AT["seq"]
+        packer.pack_into(self._buf, self._base + pos, self._seq)
+
+    def _put(self, name: str, value: float | int) -> None:
+        pos, packer = _FIELD_AT[name]
+        packer.pack_into(self._buf, self._base + pos, value)
+
+    def _get(self, name: str) -> float | int:
+        pos, packer = _FIELD_AT[name]
+        value: float | int = packer.unpack_from(self._buf, self._base + pos)[0]
+        return value
+
+    def update(self, **values: float | int) -> None:
+        """Set several fields in one consistent step, e.g. ``update(pid=..., state=WorkerState.RUNNING)``."""
+        with self._lock:
+            self._begin()
+            for name, value in values.items():
+                self._put(name, value)
+            self._begin()
+
+    def add(self, **deltas: float | int) -> None:
+        """Add to counters in one consistent step, e.g. ``add(kafka_errors=1)``."""
+        with self._lock:
+            self._begin()
+            for name, delta in deltas.items():
+                self._put(name, self._get(name) + delta)
+            self._begin()
+
+    def heartbeat(self) -> None:
+        self.update(heartbeat=time.monotonic())
+
+    def task_started(self, task_id: str) -> int:
+        """Record a task in flight; returns its entry for :meth:`task_stage` / :meth:`task_finished`.
+
+        Returns -1 when more tasks are in flight than the table tracks; they are still counted.
+        """
+        with self._lock:
+            entry = self._free_entries.pop() if self._free_entries else -1
+            self._begin()
+            if entry >= 0:
+                _TASK.pack_into(
+                    self._buf,
+                    self._task_pos(entry),
+                    time.time(),
+                    Stage.RECEIVED,
+                    task_id.encode()[:TASK_ID_BYTES],
+                )
+            self._put("in_flight", self._get("in_flight") + 1)
+            self._begin()
+            return entry
+
+    def task_stage(self, entry: int, stage: Stage) -> None:
+        if entry < 0:
+            return
+        with self._lock:
+            self._begin()
+            self._buf[self._task_pos(entry) + 8] = stage  # the stage byte follows the 8-byte start time
+            self._begin()
+
+    def task_finished(self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0) -> None:
+        """Move a task out of flight and into the done or failed counters and the averages."""
+        with self._lock:
+            self._begin()
+            if entry >= 0:
+                self._buf[self._task_pos(entry) + 8] = Stage.FREE
+                self._free_entries.append(entry)
+            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
+            counter = "done" if ok else "failed"
+            finished = int(self._get(counter)) + 1
+            self._put(counter, finished)
+            if ok:
+                self._put("tokens_used", int(self._get("tokens_used")) + tokens)
+                avg = float(self._get("avg_processing_ms"))
+                self._put("avg_processing_ms", avg + (processing_ms - avg) / finished)
+                self._put("last_processing_ms", processing_ms)
+            self._begin()
+
+    def _task_pos(self, entry: int) -> int:
+        return self._base + _TASKS_AT + entry * _TASK.size
+
+    def control(self) -> tuple[bool, bool, int]:
+        """What the supervisor asks of this worker: (intake paused, drain, concurrency cap or 0)."""
+        values = [packer.unpack_from(self._buf, self._base + pos)[0] for pos, packer in _CONTROL_AT.values()]
+        return bool(values[0]), bool(values[1]), int(values[2])
+
+
+class SlotControl:
+    """The supervisor's requests to one worker, read by the worker on each loop turn."""
+
+    def __init__(self, buf: memoryview, base: int) -> None:
+        self._buf = buf
+        self._base = base
+
+    def _put(self, name: str, value: int) -> None:
+        pos, packer = _CONTROL_AT[name]
+        packer.pack_into(self._buf, self._base + pos, value)
+
+    def pause_intake(self, paused: bool) -> None:
+        self._put("intake_paused", int(paused))
+
+    def request_drain(self, drain: bool = True) -> None:
+        self._put("drain", int(drain))
+
+    def cap_concurrency(self, cap: int) -> None:
+        """Limit tasks in flight to ``cap`` (0 lifts the cap)."""
+        self._put("concurrency_cap", max(0, min(cap, 0xFFFF)))

@@ -1,0 +1,16 @@
+"""Task status codes of the status topic (CONTRACT.md, "Kafka messages")."""
+
+from __future__ import annotations
+
+import enum
+
+
+class TaskStatus(enum.IntEnum):
+    RECEIVED = 1
+    PROCESSING = 2
+    COMPLETED = 3
+    FAILED = 4
+
+    @property
+    def final(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)

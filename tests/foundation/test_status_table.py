@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from llm_service.status_table import (
+    MAX_TRACKED_TASKS,
+    Stage,
+    StatusTable,
+    WorkerState,
+)
+
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture
+def table() -> Iterator[StatusTable]:
+    created = StatusTable.create(3)
+    yield created
+    created.close()
+
+
+def test_worker_writes_and_supervisor_reads(table: StatusTable) -> None:
+    writer = table.writer(1)
+    writer.update(pid=4242, state=WorkerState.RUNNING, capacity=8)
+    writer.heartbeat()
+    entry = writer.task_started("task-a")
+    writer.task_stage(entry, Stage.CALLING_MODEL)
+    snap = table.read(1)
+    assert (snap.pid, snap.state, snap.capacity, snap.in_flight) == (4242, WorkerState.RUNNING, 8, 1)
+    assert [(t.task_id, t.stage) for t in snap.tasks] == [("task-a", Stage.CALLING_MODEL)]
+    assert snap.heartbeat_age() < 5
+    writer.task_finished(entry, ok=True, tokens=100, processing_ms=200.0)
+    second = writer.task_started("task-b")
+    writer.task_finished(second, ok=True, tokens=50, processing_ms=400.0)
+    snap = table.read(1)
+    assert (snap.in_flight, snap.done, snap.failed, snap.tokens_used) == (0, 2, 0, 150)
+    assert snap.avg_processing_ms == pytest.approx(300.0)
+    assert snap.last_processing_ms == pytest.approx(400.0)
+    assert snap.tasks == ()
+    assert table.read(0).pid == 0  # other slots untouched
+
+
+def test_control_area_reaches_the_worker(table: StatusTable) -> None:
+    control = table.control(2)
+    control.pause_intake(True)
+    control.cap_concurrency(3)
+    assert table.writer(2).control() == (True, False, 3)
+    control.request_drain()
+    control.pause_intake(False)
+    assert table.writer(2).control() == (False, True, 3)
+
+
+def test_more_tasks_than_tracked_are_still_counted(table: StatusTable) -> None:
+    writer = table.writer(0)
+    entries = [writer.task_started(f"t{i}") for i in range(MAX_TRACKED_TASKS + 2)]
+    assert entries[-1] == -1
+    snap = table.read(0)
+    assert snap.in_flight == MAX_TRACKED_TASKS + 2
+    assert len(snap.tasks) == MAX_TRACKED_TASKS
+
+
+def _hammer(table: StatusTable, slot: int, stop_after: float) -> None:
+    writer = table.writer(slot)
+    end = time.monotonic() + stop_after
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        writer.update(done=i, failed=i, tokens_used=i * 7)
+
+
+def test_reads_are_consistent_while_another_process_writes(table: StatusTable) -> None:
+    child = FORK.Process(target=_hammer, args=(table, 0, 1.5))
+    child.start()
+    reads = 0
+    deadline = time.monotonic() + 1.4
+    while time.monotonic() < deadline:
+        snap = table.read(0)
+        assert snap.done == snap.failed and snap.tokens_used == snap.done * 7, "torn read"
+        reads += 1
+    child.join(5)
+    assert child.exitcode == 0
+    assert reads > 100 and table.read(0).done > 100
+
+
+def _hold_tasks_then_hang(table: StatusTable) -> None:
+    writer = table.writer(1)
+    writer.update(pid=os.getpid(), state=WorkerState.RUNNING)
+    for name in ("x-1", "x-2"):
+        writer.task_stage(writer.task_started(name), Stage.WRITING_RESULT)
+    time.sleep(60)
+
+
+def test_record_survives_a_killed_worker(table: StatusTable) -> None:
+    child = FORK.Process(target=_hold_tasks_then_hang, args=(table,))
+    child.start()
+    deadline = time.monotonic() + 10
+    while table.read(1).in_flight < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(5)
+    snap = table.read(1)
+    assert snap.pid == child.pid
+    assert sorted(t.task_id for t in snap.tasks) == ["x-1", "x-2"]
+    assert {t.stage for t in snap.tasks} == {Stage.WRITING_RESULT}
+    table.clear(1)
+    assert table.read(1).tasks == ()
