@@ -1,0 +1,72 @@
+"""Small helpers for reading GigaChat HTTP answers and describing failures without leaking secrets.
+
+Pure functions, called from task threads by auth.py and client.py.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from llm_service.config import Settings
+
+SECRET_MASK = "***"
+_MAX_MESSAGE = 200
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header; None for a missing, negative or HTTP-date value.
+
+    The HTTP-date form is ignored on purpose, as the official SDK does: GigaChat is not known to
+    send Retry-After at all, and a date needs a trustworthy shared wall clock.
+    """
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def server_message(response: requests.Response) -> str:
+    """The ``message`` of an error body (API: ``{status, message}``, OAuth: ``{code, message}``).
+
+    Falls back to the reason phrase when the body is not JSON (gateways answer 502/504 in HTML).
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or ""
+    if not isinstance(body, dict):
+        return response.reason or ""
+    message = str(body.get("message") or response.reason or "")
+    if "code" in body:
+        message = f"code {body['code']}: {message}"
+    return message[:_MAX_MESSAGE]
+
+
+def describe_exception(exc: requests.RequestException) -> str:
+    """A short, secret-free description of a transport failure.
+
+    requests puts the URL and the low-level reason in the text, never the request headers, so
+    the Authorization header cannot leak from here.
+    """
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:_MAX_MESSAGE]}"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` with every non-empty secret replaced by the mask: a last guard on error messages."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, SECRET_MASK)
+    return text
+
+
+def tls_verify(settings: Settings) -> str | bool:
+    """``verify=`` for requests: the CA bundle path when set, else GIGACHAT_VERIFY_SSL.
+
+    Passed on every request rather than set on the session: with ``session.verify`` requests lets
+    a REQUESTS_CA_BUNDLE environment variable silently win over our setting.
+    """
+    return settings.gigachat_ca_bundle or settings.gigachat_verify_ssl

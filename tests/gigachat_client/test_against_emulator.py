@@ -1,0 +1,315 @@
+"""The client against the real GigaChat emulator process: tokens, faults, outage, concurrency limit.
+
+One emulator per module (reset before each test), on a free port, always killed at the end. The
+emulator is a required component: if it cannot start, these tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from gigachat_emulator.auth import DEFAULT_AUTH_KEY
+from llm_service.config import Settings
+from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
+from llm_service.log_lines import BREAKER_OPEN
+from llm_service.status_table import Breaker
+from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+
+OAUTH_PATH = "/api/v2/oauth"
+CHAT_PATH = "/api/v1/chat/completions"
+START_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Emulator:
+    base: str
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base}/_emulator/{path}"
+        answer = (
+            requests.post(url, json=body, timeout=5) if body is not None else requests.get(url, timeout=5)
+        )
+        answer.raise_for_status()
+        return answer.json()
+
+    def calls(self, endpoint: str, **query: str) -> list[dict[str, Any]]:
+        answer = requests.get(f"{self.base}/_emulator/calls", params=query, timeout=5).json()
+        return [c for c in answer["calls"] if c["endpoint"] == endpoint]
+
+
+def _wait_ready(process: subprocess.Popen[bytes], ready_file: Path) -> str:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the emulator exited with {process.returncode} before it was ready")
+        port = ready_file.read_text().strip() if ready_file.exists() else ""
+        if port:
+            base = f"http://127.0.0.1:{port}"
+            try:
+                if requests.get(f"{base}/_emulator/health", timeout=1).ok:
+                    return base
+            except requests.ConnectionError:
+                pass
+        time.sleep(0.02)
+    pytest.fail(f"the emulator was not ready within {START_TIMEOUT_S}s")
+
+
+@pytest.fixture(scope="module")
+def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    ready = tmp_path_factory.mktemp("emulator") / "port"
+    command = [sys.executable, "-m", "gigachat_emulator", "--host", "127.0.0.1", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--ready-file", str(ready), "--log-level", "WARNING"], start_new_session=True
+    )
+    try:
+        yield Emulator(_wait_ready(process, ready))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+@pytest.fixture
+def emulator(emulator_process: Emulator) -> Emulator:
+    emulator_process.control("outage", {"seconds": 0})
+    emulator_process.control("reset", {})
+    emulator_process.control(
+        "config",
+        {
+            "latency": 0,
+            "error_rate": 0,
+            "error_codes": [500, 429, 503],
+            "hang_rate": 0,
+            "token_ttl": 1800,
+            "max_concurrency": 0,
+            "retry_after": None,
+        },
+    )
+    return emulator_process
+
+
+def settings_for(emulator: Emulator, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "gigachat_auth_url": f"{emulator.base}{OAUTH_PATH}",
+        "gigachat_api_url": f"{emulator.base}/api/v1",
+        "gigachat_auth_key": DEFAULT_AUTH_KEY,
+        "gigachat_timeout_s": 5.0,
+        "gigachat_backoff_base_s": 0.05,
+        "gigachat_backoff_max_s": 0.5,
+        "gigachat_limiter_dir": str(tmp_path / "limiter"),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_client(settings: Settings, limiter: ConcurrencyLimiter | None = None) -> GigaChatClient:
+    return GigaChatClient(
+        settings=settings,
+        limiter=limiter or ConcurrencyLimiter.from_settings(settings),
+        breaker=ModelBreaker.from_settings(settings),
+    )
+
+
+def chat(client: GigaChatClient, task_id: str, deadline_s: float = 30.0) -> ChatResult:
+    return client.chat(
+        task_id=task_id,
+        messages=[{"role": "user", "content": "Привет! Ответь одним словом."}],
+        model="GigaChat",
+        params={"max_tokens": 16},
+        deadline=time.monotonic() + deadline_s,
+    )
+
+
+def test_chat_works_and_the_task_id_reaches_the_server(emulator: Emulator, tmp_path: Path) -> None:
+    client = make_client(settings_for(emulator, tmp_path))
+    client.check()
+
+    result = chat(client, "emu-1")
+
+    assert result.content
+    assert result.total_tokens == result.prompt_tokens + result.completion_tokens > 0
+    calls = emulator.calls(CHAT_PATH, request_id="emu-1")
+    assert [(c["status"], c["session_id"]) for c in calls] == [(200, "emu-1")]
+    client.close()
+
+
+def test_check_with_a_wrong_key_is_auth_failed(emulator: Emulator, tmp_path: Path) -> None:
+    client = make_client(settings_for(emulator, tmp_path, gigachat_auth_key="d3Jvbmc6a2V5"))
+
+    with pytest.raises(PermanentTaskError) as caught:
+        client.check()
+
+    assert caught.value.code == "AUTH_FAILED"
+    assert "d3Jvbmc6a2V5" not in str(caught.value)
+
+
+def test_short_lived_tokens_are_refreshed_ahead_without_failures(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.control("config", {"token_ttl": 2, "latency": 0.05})
+    client = make_client(settings_for(emulator, tmp_path))
+
+    end = time.monotonic() + 6.0
+    done = 0
+    while time.monotonic() < end:
+        chat(client, f"ttl-{done}")
+        done += 1
+
+    chats = emulator.calls(CHAT_PATH)
+    assert {c["status"] for c in chats} == {200}  # not even a 401 on the way
+    assert len(chats) == done
+    assert len(emulator.calls(OAUTH_PATH)) >= 3
+
+
+def test_injected_500_and_429_are_retried_until_every_call_succeeds(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.control("config", {"error_rate": 0.3, "error_codes": [500, 429]})
+    settings = settings_for(emulator, tmp_path, gigachat_call_attempts=12, gigachat_breaker_fail_max=50)
+    client = make_client(settings)
+    errors: list[TaskError] = []
+
+    def worker(n: int) -> None:
+        for i in range(6):
+            try:
+                chat(client, f"err-{n}-{i}")
+            except TaskError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert errors == []
+    statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
+    assert statuses.count(200) == 24
+    assert {500, 429} <= set(statuses)  # faults really were injected and retried
+
+
+def test_hung_calls_time_out_and_are_retried(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.control("config", {"hang_rate": 0.4})
+    settings = settings_for(
+        emulator, tmp_path, gigachat_timeout_s=0.3, gigachat_call_attempts=10, gigachat_breaker_fail_max=50
+    )
+    client = make_client(settings)
+
+    for i in range(5):
+        chat(client, f"hang-{i}")
+
+    statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
+    assert statuses.count(200) == 5
+    assert len(statuses) > 5  # some calls hung, timed out on our side and were sent again
+
+
+def _poll_until_closed(client: GigaChatClient, breaker: ModelBreaker, until: float) -> int:
+    """Keep calling (as the pipeline would after 'retry later') until a probe closes the breaker."""
+    refused = 0
+    while time.monotonic() < until:
+        try:
+            chat(client, "probe", deadline_s=5)
+            return refused
+        except BreakerOpenError:
+            refused += 1
+        except TransientTaskError:
+            pass  # a probe during the outage: the breaker re-opens
+        time.sleep(0.05)
+    pytest.fail(f"the breaker did not close; state {breaker.state.name}")
+
+
+def test_outage_opens_the_breaker_which_fails_fast_and_closes_after(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="llm_worker.gigachat.breaker")
+    settings = settings_for(emulator, tmp_path, gigachat_breaker_fail_max=3, gigachat_breaker_reset_s=1.0)
+    breaker = ModelBreaker.from_settings(settings)
+    states: list[Breaker] = []
+    breaker.on_change(states.append)
+    client = GigaChatClient(
+        settings=settings, limiter=ConcurrencyLimiter.from_settings(settings), breaker=breaker
+    )
+    chat(client, "before")  # a token in hand before OAuth goes down too
+    emulator.control("outage", {"seconds": 5})
+    outage_end = time.monotonic() + 5
+
+    with pytest.raises(TransientTaskError) as first:
+        chat(client, "during")
+    assert not isinstance(first.value, BreakerOpenError)
+    assert breaker.state is Breaker.OPEN
+    assert BREAKER_OPEN % 3 in caplog.messages
+    sent = len(emulator.calls(CHAT_PATH))
+    started = time.monotonic()
+    with pytest.raises(BreakerOpenError):
+        chat(client, "refused")
+    assert time.monotonic() - started < 0.5  # no backoff, no HTTP
+    assert len(emulator.calls(CHAT_PATH)) == sent  # refused calls never reach the server
+
+    refused = _poll_until_closed(client, breaker, until=outage_end + 10)
+
+    assert time.monotonic() >= outage_end - 0.5
+    assert breaker.failure_count == 0
+    assert refused > 0
+    assert states[0] is Breaker.OPEN and states[-2:] == [Breaker.HALF_OPEN, Breaker.CLOSED]
+
+
+def test_host_limiter_adapts_to_a_one_stream_account(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.control("config", {"max_concurrency": 1, "latency": 0.05})
+    settings = settings_for(emulator, tmp_path, gigachat_max_concurrency=4, gigachat_call_attempts=20)
+    # Two "worker processes": separate limiter instances on one directory share permits and cap.
+    limiters = [ConcurrencyLimiter.from_settings(settings) for _ in range(2)]
+    clients = [make_client(settings, lim) for lim in limiters]
+    caps: list[int] = []
+    errors: list[TaskError] = []
+
+    def worker(n: int) -> None:
+        for i in range(3):
+            try:
+                chat(clients[n % 2], f"lim-{n}-{i}")
+            except TaskError as exc:
+                errors.append(exc)
+            caps.append(limiters[0].cap)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
+    assert errors == []
+    assert statuses.count(200) == 24
+    assert 429 in statuses
+    assert min(caps) < 4
+    seen = sorted(set(caps))
+    print(f"\nlimiter vs 1-stream account: {statuses.count(429)} x 429 for 24 calls, caps seen {seen}")
+
+
+def test_files_upload_and_delete(emulator: Emulator, tmp_path: Path) -> None:
+    client = make_client(settings_for(emulator, tmp_path))
+
+    file_id = client.upload_file(
+        task_id="file-1",
+        filename="doc.txt",
+        data="Текст".encode(),
+        content_type="text/plain",
+        deadline=time.monotonic() + 10,
+    )
+    client.delete_file(task_id="file-1", file_id=file_id)
+    client.delete_file(task_id="file-1", file_id=file_id)  # twice: already gone is fine
+
+    assert file_id
