@@ -94,6 +94,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
 _CONTROL: tuple[tuple[str, str], ...] = (
     ("intake_paused", "B"),
     ("drain", "B"),
+    ("leave_group", "B"),  # the slot goes away: leave the consumer group on exit (static members don't)
     ("concurrency_cap", "H"),  # 0: no cap beyond WORKER_MAX_CONCURRENT_TASKS
 )
 _TASK = struct.Struct(f"<dB{TASK_ID_BYTES}s")  # started (wall), stage, task id (utf-8, NUL-padded)
@@ -351,13 +352,32 @@ class SlotWriter:
                 self._put("last_processing_ms", processing_ms)
             self._begin()
 
+    def task_dropped(self, entry: int) -> None:
+        """Move a task out of flight without an outcome: handed back, or already finished elsewhere."""
+        with self._lock:
+            self._begin()
+            if entry >= 0:
+                self._buf[self._task_pos(entry) + 8] = Stage.FREE
+                self._free_entries.append(entry)
+            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
+            self._begin()
+
     def _task_pos(self, entry: int) -> int:
         return self._base + _TASKS_AT + entry * _TASK.size
 
     def control(self) -> tuple[bool, bool, int]:
         """What the supervisor asks of this worker: (intake paused, drain, concurrency cap or 0)."""
-        values = [packer.unpack_from(self._buf, self._base + pos)[0] for pos, packer in _CONTROL_AT.values()]
-        return bool(values[0]), bool(values[1]), int(values[2])
+        paused, drain = bool(self._control("intake_paused")), bool(self._control("drain"))
+        return paused, drain, self._control("concurrency_cap")
+
+    def leave_requested(self) -> bool:
+        """True when the slot is being retired, so the worker should leave its group on the way out."""
+        return bool(self._control("leave_group"))
+
+    def _control(self, name: str) -> int:
+        pos, packer = _CONTROL_AT[name]
+        value: int = packer.unpack_from(self._buf, self._base + pos)[0]
+        return value
 
 
 class SlotControl:
@@ -376,6 +396,14 @@ class SlotControl:
 
     def request_drain(self, drain: bool = True) -> None:
         self._put("drain", int(drain))
+
+    def request_leave(self) -> None:
+        """Ask the worker to leave the consumer group when it exits (scale-down).
+
+        A static member (group.instance.id) never sends LeaveGroup, so without this its partitions
+        would sit idle for the session timeout after the pool shrinks.
+        """
+        self._put("leave_group", 1)
 
     def cap_concurrency(self, cap: int) -> None:
         """Limit tasks in flight to ``cap`` (0 lifts the cap)."""

@@ -1,0 +1,369 @@
+"""The consumer loop: the one thread that owns the KafkaConsumer.
+
+It polls, pauses, resumes and commits; nothing else touches the consumer (it is not thread-safe).
+Task threads run the pipeline and hand completions back through :class:`InFlight`. Each loop turn
+is short (a poll of at most ``poll_timeout_s`` or a wait of at most ``PAUSED_WAIT_S``), so the
+heartbeat in the status table keeps beating while tasks run for minutes.
+
+Intake: while fewer tasks run than the capacity allows, the loop polls for at most as many records
+as there are free places; when full (or told to pause, or the model's circuit breaker is open) it
+pauses every assigned partition and keeps polling, so it stays in the group. Records that still
+arrive beyond capacity (a partition assigned mid-turn) wait in the backlog; nothing fetched is lost.
+
+Stop: a graceful request stops intake, lets the tasks in flight finish (up to WORKER_DRAIN_TIMEOUT),
+commits and returns; a fast request (or the drain deadline) hands the unfinished tasks back
+uncommitted, so another worker redelivers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, FencedInstanceIdError, KafkaError, RebalanceInProgressError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from llm_service import exit_codes
+from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.inflight import Completion, Held, InFlight, Verdict
+from llm_worker.pipeline import Outcome, Record, TaskContext, TaskPipeline
+from llm_worker.rebalance import RebalanceListener, loop_sleep
+
+log = logging.getLogger(__name__)
+
+PAUSED_WAIT_S = 0.25  # longest wait for a completion while every partition is paused
+PAUSED_POLL_EVERY_S = 0.5  # still poll this often while paused: rejoins happen inside poll
+HAND_BACK_GRACE_S = 3.0  # after the drain deadline: time for tasks to notice and hand back
+REVOKE_STEP_S = 0.1
+CLOSE_COMMIT_TIMEOUT_MS = 10_000
+
+
+class StopFlags(Protocol):
+    """Stop requests noted by the signal handlers (llm_worker.process.Signals)."""
+
+    @property
+    def graceful(self) -> bool: ...
+    @property
+    def fast(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    topic: str
+    max_concurrent: int
+    drain_timeout_s: float
+    revoke_timeout_s: float
+    commit_interval_s: float = 1.0
+    poll_timeout_s: float = 0.2
+
+
+class ConsumerLoop:
+    """Consume → run → commit until asked to stop. Construct and run in the worker process's main thread."""
+
+    def __init__(
+        self,
+        *,
+        consumer: KafkaConsumer,
+        pipeline: TaskPipeline,
+        executor: Executor,
+        status: SlotWriter,
+        config: LoopConfig,
+        stop: StopFlags,
+        breaker_state: Callable[[], Breaker],
+        on_turn: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._consumer = consumer
+        self._pipeline = pipeline
+        self._executor = executor
+        self._status = status
+        self._config = config
+        self._stop = stop
+        self._breaker_state = breaker_state
+        self._on_turn = on_turn
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._inflight: InFlight[TopicPartition, ConsumerRecord] = InFlight()
+        self._stopping = threading.Event()  # tells task threads to hand back what they hold
+        self._last_commit = 0.0
+        self._last_poll = 0.0
+        self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
+
+    def subscribe(self) -> None:
+        self._consumer.subscribe([self._config.topic], listener=RebalanceListener(owner=self))
+
+    def run(self) -> int:
+        """Consumer thread: run until a stop request; returns the worker's exit code."""
+        try:
+            while not (self._stop.graceful or self._stop.fast or self._drain_requested()):
+                if self._turn() is Verdict.STUCK or self._stuck:
+                    log.error(
+                        "A task came back unfinished from a partition this worker still holds; "
+                        "restarting the worker so the message is redelivered"
+                    )
+                    self._finish(exit_codes.CRASHED)
+                    return exit_codes.CRASHED
+            return self._drain()
+        except FencedInstanceIdError as exc:
+            log.error(
+                "Kafka fenced this worker's group.instance.id (another process uses this slot): %s", exc
+            )
+            self._inflight.stopping()
+            self._stopping.set()
+            return exit_codes.FENCED
+
+    # --- one turn --------------------------------------------------------------------------------
+
+    def _turn(self) -> Verdict:
+        self._status.heartbeat()
+        self._on_turn()
+        verdict = self._inflight.collect()
+        self._commit()
+        self._start_tasks()
+        paused = self._set_intake()
+        self._take(self._poll(paused))
+        self._start_tasks()
+        self._publish_state()
+        return verdict
+
+    def _capacity(self) -> int:
+        _, _, cap = self._status.control()
+        capacity = min(self._config.max_concurrent, cap) if cap > 0 else self._config.max_concurrent
+        if self._breaker_state() is Breaker.OPEN:
+            capacity = 1  # one task keeps probing the model; the rest of the topic waits in Kafka
+        return capacity
+
+    def _intake_blocked(self) -> bool:
+        intake_paused, _, _ = self._status.control()
+        held = self._inflight.running() + self._inflight.backlog()
+        return intake_paused or held >= self._capacity()
+
+    def _set_intake(self) -> bool:
+        """Pause every assigned partition when no more tasks may start, else resume them; True if paused."""
+        blocked = self._intake_blocked()
+        if blocked:
+            to_pause = self._consumer.assignment() - self._consumer.paused()
+            if to_pause:
+                self._consumer.pause(*to_pause)
+        else:
+            paused = self._consumer.paused()
+            if paused:
+                self._consumer.resume(*paused)
+        return blocked
+
+    def _poll(self, paused: bool) -> dict[TopicPartition, list[ConsumerRecord]]:
+        if paused:
+            self._inflight.wait_completion(PAUSED_WAIT_S)
+            if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
+                return {}
+        free = self._capacity() - self._inflight.running() - self._inflight.backlog()
+        timeout_ms = 10 if paused else int(self._config.poll_timeout_s * 1000)
+        self._last_poll = self._clock()
+        try:
+            records: dict[TopicPartition, list[ConsumerRecord]] = self._consumer.poll(
+                timeout_ms=timeout_ms, max_records=max(1, free)
+            )
+        except FencedInstanceIdError:
+            raise
+        except KafkaError as exc:
+            self._kafka_error("poll", exc)
+            return {}
+        self._status.update(conn_kafka=Conn.UP)
+        return records
+
+    def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        if not records:
+            return
+        assigned = self._consumer.assignment()
+        now = self._wall_clock()
+        for partition, batch in records.items():
+            if partition not in assigned:
+                continue  # fetched just before a revocation: the new owner will read it
+            for record in batch:
+                self._inflight.take(partition, record.offset, record, now)
+
+    def _start_tasks(self) -> None:
+        while self._inflight.running() < self._capacity():
+            held = self._inflight.next_to_start()
+            if held is None:
+                return
+            self._executor.submit(self._run_task, held)
+
+    def _publish_state(self) -> None:
+        intake_paused, _, _ = self._status.control()
+        breaker = self._breaker_state()
+        paused = intake_paused or breaker is Breaker.OPEN
+        oldest = self._inflight.oldest_taken_at()
+        self._status.update(
+            state=WorkerState.PAUSED if paused else WorkerState.RUNNING,
+            breaker=breaker,
+            oldest_pending_ts=oldest or 0.0,
+        )
+
+    # --- task threads ----------------------------------------------------------------------------
+
+    def _run_task(self, held: Held[TopicPartition, ConsumerRecord]) -> None:
+        """Task thread: run one message through the pipeline and report back, whatever happens."""
+        ctx = TaskContext(
+            still_owned=lambda: self._inflight.owns(held.partition, held.epoch), stopping=self._stopping
+        )
+        outcome = Outcome.HANDED_BACK
+        try:
+            outcome = self._pipeline.run(_as_record(held.record), ctx)
+        except Exception:  # the thread boundary: a bug here must surface, not vanish with the thread
+            log.exception(
+                "Task thread failed on %s[%d]@%d", held.partition.topic, held.partition.partition, held.offset
+            )
+        finally:
+            self._inflight.complete(Completion(held.partition, held.offset, held.epoch, outcome))
+
+    # --- commits ---------------------------------------------------------------------------------
+
+    def _commit(self, *, force: bool = False) -> None:
+        """Commit every partition's finished prefix (at most once per commit interval unless forced)."""
+        if not force and self._clock() - self._last_commit < self._config.commit_interval_s:
+            return
+        self._last_commit = self._clock()
+        positions = self._inflight.to_commit()
+        if not positions:
+            return
+        offsets = {tp: OffsetAndMetadata(position, "", -1) for tp, position in positions.items()}
+        try:
+            self._consumer.commit(offsets=offsets)
+        except FencedInstanceIdError:
+            raise
+        except (RebalanceInProgressError, CommitFailedError) as exc:
+            # Normal while workers join or leave: the next turn commits again, with the new generation.
+            log.info("Commit postponed by a rebalance: %s", exc)
+            return
+        except KafkaError as exc:
+            self._kafka_error("commit", exc)  # retried next turn; at worst the messages are redelivered
+            return
+        self._inflight.committed(positions)
+
+    def _kafka_error(self, what: str, exc: KafkaError) -> None:
+        log.warning("Kafka %s failed: %s", what, exc)
+        self._status.add(kafka_errors=1)
+        self._status.update(conn_kafka=Conn.DOWN)
+
+    # --- stopping --------------------------------------------------------------------------------
+
+    def _drain_requested(self) -> bool:
+        _, drain, _ = self._status.control()
+        return drain
+
+    def _drain(self) -> int:
+        """Graceful stop: no new tasks; finish the running ones until the drain deadline; commit."""
+        self._inflight.collect()
+        running = self._inflight.running()
+        log.info(
+            "Draining: taking no new tasks; waiting up to %.0fs for %d in flight",
+            self._config.drain_timeout_s,
+            running,
+        )
+        self._status.update(state=WorkerState.DRAINING)
+        self._pause_all()
+        self._inflight.drop_backlog(self._consumer.assignment())
+        deadline = self._clock() + self._config.drain_timeout_s
+        while self._inflight.running() > 0 and self._clock() < deadline and not self._stop.fast:
+            self._status.heartbeat()
+            self._inflight.wait_completion(PAUSED_WAIT_S)
+            self._inflight.collect()
+            self._commit()
+            self._keep_membership()
+        if self._inflight.running() > 0:
+            step = "fast stop requested" if self._stop.fast else "drain deadline passed"
+            log.warning("%s: handing back %d unfinished tasks", step, self._inflight.running())
+        return self._finish(exit_codes.OK)
+
+    def _finish(self, code: int) -> int:
+        """Hand back what still runs, commit what finished; the caller closes the clients."""
+        self._inflight.stopping()
+        self._stopping.set()
+        grace_until = self._clock() + HAND_BACK_GRACE_S
+        while self._inflight.running() > 0 and self._clock() < grace_until:
+            self._status.heartbeat()
+            self._inflight.wait_completion(0.1)
+            self._inflight.collect()
+        self._inflight.collect()
+        self._commit(force=True)
+        self._status.update(state=WorkerState.STOPPED)
+        return code
+
+    def _pause_all(self) -> None:
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+
+    def _keep_membership(self) -> None:
+        """Poll now and then while draining: a rebalance can only complete inside poll."""
+        if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
+            return
+        self._pause_all()  # partitions assigned during the drain must not deliver either
+        self._last_poll = self._clock()
+        try:
+            records = self._consumer.poll(timeout_ms=10, max_records=1)
+        except FencedInstanceIdError:
+            raise
+        except KafkaError as exc:
+            self._kafka_error("poll", exc)
+            return
+        if records:
+            self._take(records)  # held, never started: stays uncommitted for the next owner
+            self._inflight.drop_backlog(records)
+
+    # --- the rebalance listener's side (kafka-python's IO thread) ---------------------------------
+
+    async def partitions_revoked(self, partitions: list[TopicPartition]) -> None:
+        """Let the partitions' running tasks finish (up to WORKER_REVOKE_TIMEOUT_S), commit, give them up."""
+        dropped = self._inflight.drop_backlog(partitions)
+        wait_s = 0.0 if self._stopping.is_set() else self._config.revoke_timeout_s
+        deadline = self._clock() + wait_s
+        while self._inflight.running(partitions) > 0 and self._clock() < deadline:
+            self._note(self._inflight.collect())
+            self._status.heartbeat()  # the consumer thread is blocked in poll meanwhile
+            await loop_sleep(self._consumer, REVOKE_STEP_S)
+        self._note(self._inflight.collect())
+        positions = self._inflight.to_commit(partitions)
+        handed_back = self._inflight.running(partitions)
+        self._inflight.forget(partitions)
+        if positions:
+            await self._commit_from_listener(positions)
+        log.info(
+            "Partitions revoked: %s; %d queued and %d running tasks handed back",
+            ", ".join(f"{p.topic}[{p.partition}]" for p in partitions),
+            dropped,
+            handed_back,
+        )
+
+    async def _commit_from_listener(self, positions: dict[TopicPartition, int]) -> None:
+        offsets = {tp: OffsetAndMetadata(position, "", -1) for tp, position in positions.items()}
+        try:
+            await self._consumer.commit_async(offsets=offsets)
+        except KafkaError as exc:
+            log.warning("Commit of revoked partitions failed (their tasks will be redelivered): %s", exc)
+            self._status.add(kafka_errors=1)
+
+    def partitions_lost(self, partitions: list[TopicPartition]) -> None:
+        """The group moved on without us: drop everything of these partitions, commit nothing."""
+        self._note(self._inflight.collect())
+        self._inflight.forget(partitions)
+
+    def partitions_assigned(self, partitions: list[TopicPartition]) -> None:
+        """Nothing to prepare: offsets are tracked from the first record taken of each partition."""
+
+    def _note(self, verdict: Verdict) -> None:
+        if verdict is Verdict.STUCK:
+            self._stuck = True
+
+
+def _as_record(record: Any) -> Record:
+    return Record(record.topic, record.partition, record.offset, record.key, record.value)

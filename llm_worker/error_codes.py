@@ -1,0 +1,23 @@
+"""The ``error.code`` values a worker puts in FAILED statuses and DLQ headers (besides the model codes
+of ``llm_worker.gigachat.models``). Each is documented in docs/worker.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+# The message itself
+INVALID_JSON = "INVALID_JSON"  # not UTF-8 JSON
+INVALID_TASK = "INVALID_TASK"  # JSON, but not a task: missing or ill-typed fields
+INVALID_TASK_ID = "INVALID_TASK_ID"  # task_id is not 1-128 chars of [A-Za-z0-9._:-]
+MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # over TASK_MAX_MESSAGE_BYTES
+BUCKET_NOT_ALLOWED = "BUCKET_NOT_ALLOWED"  # input outside MINIO_ALLOWED_INPUT_BUCKETS, or a foreign output
+
+# The input object
+INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
+INPUT_TOO_LARGE = "INPUT_TOO_LARGE"  # over INPUT_MAX_BYTES
+INPUT_NOT_TEXT = "INPUT_NOT_TEXT"  # neither UTF-8 nor a detectable single-byte text, nor a document
+STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"  # S3 unreachable or 5xx after retries (transient)
+STORAGE_ERROR = "STORAGE_ERROR"  # S3 refused the request (permanent, e.g. access denied)
+
+# The worker
+INTERNAL = "INTERNAL"  # a bug: an unexpected exception in the pipeline (traceback in the log)
+TIMED_OUT = "TIMED_OUT"  # TASK_TIMEOUT_S passed before the task could finish

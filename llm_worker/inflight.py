@@ -1,0 +1,158 @@
+"""Messages a worker holds: taken from Kafka, waiting for a task thread, running, or finished but not
+yet committed.
+
+Shared by three threads, so every method takes the lock and returns quickly; none calls Kafka:
+
+* the consumer thread takes messages in, starts them, collects completions and commits;
+* task threads report completions (:meth:`InFlight.complete`, lock-free: a queue);
+* kafka-python's IO thread, in the rebalance listener, collects completions and drops partitions
+  while the consumer thread is blocked inside ``poll``.
+"""
+
+from __future__ import annotations
+
+import enum
+import queue
+import threading
+from collections import Counter, deque
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from llm_worker.offsets import OffsetTracker
+from llm_worker.pipeline import Outcome
+
+P = TypeVar("P", bound=Hashable)
+R = TypeVar("R")
+
+
+class Verdict(enum.Enum):
+    """What the collected completions mean for the consumer thread."""
+
+    OK = "ok"
+    # A task came back unfinished from a partition we still hold while not stopping: its offset can
+    # never be committed and would block the partition. Only a restart (redelivery) clears that.
+    STUCK = "stuck"
+
+
+@dataclass(frozen=True)
+class Held(Generic[P, R]):
+    """A message taken from Kafka, with the ownership epoch of its partition at that time."""
+
+    partition: P
+    offset: int
+    epoch: int
+    record: R
+
+
+@dataclass(frozen=True)
+class Completion(Generic[P]):
+    partition: P
+    offset: int
+    epoch: int
+    outcome: Outcome
+
+
+class InFlight(Generic[P, R]):
+    """The worker's held messages; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tracker: OffsetTracker[P] = OffsetTracker()
+        self._backlog: deque[Held[P, R]] = deque()  # taken beyond capacity, not started yet
+        self._running: Counter[P] = Counter()
+        self._completions: queue.SimpleQueue[Completion[P]] = queue.SimpleQueue()
+        self._stopping = False
+
+    def take(self, partition: P, offset: int, record: R, taken_at: float) -> Held[P, R] | None:
+        """Track a fetched message and queue it in the backlog; None for a re-delivery already held."""
+        with self._lock:
+            epoch = self._tracker.take(partition, offset, taken_at)
+            if epoch is None:
+                return None
+            held = Held(partition, offset, epoch, record)
+            self._backlog.append(held)
+            return held
+
+    def next_to_start(self) -> Held[P, R] | None:
+        """Pop the oldest backlog message and count it as running (the caller submits it)."""
+        with self._lock:
+            if not self._backlog:
+                return None
+            held = self._backlog.popleft()
+            self._running[held.partition] += 1
+            return held
+
+    def complete(self, completion: Completion[P]) -> None:
+        """Task thread: report a finished (or handed back) message. Never blocks."""
+        self._completions.put(completion)
+
+    def wait_completion(self, timeout: float) -> None:
+        """Block until a completion arrives or ``timeout`` passes; leaves it queued for :meth:`collect`."""
+        try:
+            completion = self._completions.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._completions.put(completion)  # order among completions does not matter
+
+    def collect(self) -> Verdict:
+        """Apply queued completions to the offsets; STUCK when one can never be committed."""
+        verdict = Verdict.OK
+        with self._lock:
+            while True:
+                try:
+                    done = self._completions.get_nowait()
+                except queue.Empty:
+                    return verdict
+                self._running[done.partition] -= 1
+                if done.outcome is Outcome.DONE:
+                    self._tracker.finish(done.partition, done.offset, done.epoch)
+                elif self._tracker.epoch(done.partition) == done.epoch and not self._stopping:
+                    verdict = Verdict.STUCK
+
+    def owns(self, partition: P, epoch: int) -> bool:
+        """Whether the message's partition is still held in the same ownership. Any thread, lock-free."""
+        return self._tracker.epoch(partition) == epoch
+
+    def to_commit(self, partitions: Iterable[P] | None = None) -> dict[P, int]:
+        with self._lock:
+            return self._tracker.to_commit(partitions)
+
+    def committed(self, positions: dict[P, int]) -> None:
+        with self._lock:
+            self._tracker.committed(positions)
+
+    def drop_backlog(self, partitions: Iterable[P]) -> int:
+        """Forget not-yet-started messages of these partitions (they stay uncommitted: redelivered)."""
+        gone = set(partitions)
+        with self._lock:
+            kept = deque(h for h in self._backlog if h.partition not in gone)
+            dropped = len(self._backlog) - len(kept)
+            self._backlog = kept
+            return dropped
+
+    def forget(self, partitions: Iterable[P]) -> None:
+        """Give partitions up: drop their backlog and offsets; their running tasks see ``owns`` False."""
+        partitions = list(partitions)
+        self.drop_backlog(partitions)
+        with self._lock:
+            self._tracker.forget(partitions)
+
+    def stopping(self) -> None:
+        """From now on, tasks handed back are expected (the worker stops), not a stuck partition."""
+        with self._lock:
+            self._stopping = True
+
+    def running(self, partitions: Iterable[P] | None = None) -> int:
+        with self._lock:
+            if partitions is None:
+                return sum(self._running.values())
+            return sum(self._running[p] for p in partitions)
+
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._backlog)
+
+    def oldest_taken_at(self) -> float | None:
+        with self._lock:
+            return self._tracker.oldest_taken_at()

@@ -1,0 +1,578 @@
+"""One task from message to final status: validate → (final status already sent? stop) → RECEIVED →
+(result exists? re-emit COMPLETED) → read input → PROCESSING → chat → write result → COMPLETED; or
+FAILED plus a dead letter.
+
+Exactly one final status per task, across crashes: a worker killed after its final status was
+acknowledged but before the offset was committed leaves a redelivery behind. Once the final status
+is acknowledged, the pipeline writes a small marker object (``TaskRules.final_marker``); a redelivered
+task that finds it ends quietly. Only a crash in the few milliseconds between the acknowledgement and
+the marker can still repeat a final status, instead of the whole commit interval.
+
+Runs in a task thread, one call of :meth:`TaskPipeline.run` per Kafka message. It never commits:
+it returns an :class:`Outcome` once the final status (and dead letter) is acknowledged by Kafka,
+and the consumer thread commits. Dependencies come in as small protocols, so the decisions here
+are unit-tested with fakes (tests/worker/test_pipeline.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+from llm_service import log_lines
+from llm_service.errors import (
+    BreakerOpenError,
+    PermanentTaskError,
+    ShutdownRequested,
+    TaskError,
+    TransientTaskError,
+)
+from llm_service.logs import iso_timestamp
+from llm_service.status_table import Stage
+from llm_service.task_status import TaskStatus
+from llm_worker import error_codes as codes
+from llm_worker.decoding import DocumentInput, TextInput, classify
+from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
+from llm_worker.gigachat.models import ChatResult
+from llm_worker.task_message import ObjectRef, Rejected, TaskRules, TaskSpec, parse_task
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BREAKER_POLL_S = 1.0  # how often a task parked on an open breaker tries again (the probe comes from here)
+PUBLISH_WAIT_S = 5.0  # one wait for a broker ack before checking for a stop request
+PUBLISH_RETRY_S = 2.0
+MIN_WRITE_WINDOW_S = 30.0  # a paid-for answer gets this long to reach S3 even past the task deadline
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # final status acknowledged: the offset may be committed
+    HANDED_BACK = "handed_back"  # stopped or partition revoked before the end: do not commit
+
+
+@dataclass(frozen=True)
+class Record:
+    """The part of a Kafka record the pipeline needs (a ConsumerRecord in production)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class ObjectStore(Protocol):
+    def read_input(self, ref: ObjectRef) -> bytes: ...
+    def read_json(self, ref: ObjectRef) -> dict[str, Any] | None: ...
+    def write_json(self, ref: ObjectRef, body: dict[str, Any]) -> None: ...
+
+
+class Model(Protocol):
+    def chat(
+        self,
+        *,
+        task_id: str,
+        messages: list[dict[str, Any]],
+        model: str,
+        params: Mapping[str, Any],
+        deadline: float,
+    ) -> ChatResult: ...
+    def upload_file(
+        self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
+    ) -> str: ...
+    def delete_file(self, *, task_id: str, file_id: str) -> None: ...
+
+
+class Publisher(Protocol):
+    @property
+    def worker_id(self) -> str: ...
+    def status(self, event: dict[str, Any]) -> Delivery: ...
+    def dead_letter(
+        self,
+        *,
+        raw: bytes | None,
+        key: bytes | None,
+        task_id: str | None,
+        error: TaskError,
+        source: Source,
+        limit: int | None = None,
+    ) -> Delivery: ...
+
+
+class Progress(Protocol):
+    """The worker's slot in the status table (llm_service.status_table.SlotWriter)."""
+
+    def task_started(self, task_id: str) -> int: ...
+    def task_stage(self, entry: int, stage: Stage) -> None: ...
+    def task_finished(self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0) -> None: ...
+    def task_dropped(self, entry: int) -> None: ...
+    def add(self, **deltas: float | int) -> None: ...
+
+
+class TaskContext:
+    """Per task: may it go on? False once its partition was revoked or lost, or the worker stops now."""
+
+    def __init__(self, *, still_owned: Callable[[], bool], stopping: threading.Event) -> None:
+        self._still_owned = still_owned
+        self._stopping = stopping
+
+    def check(self, *, owned: bool = True) -> None:
+        """Raise ShutdownRequested when the task must be handed back instead of finished.
+
+        ``owned=False`` ignores a revoked partition: used once the outcome is decided and only its
+        publication remains, which is worth finishing for whoever takes the partition over.
+        """
+        if self._stopping.is_set() or (owned and not self._still_owned()):
+            raise ShutdownRequested("task handed back")
+
+    def sleep(self, seconds: float, *, owned: bool = True) -> None:
+        if self._stopping.wait(max(0.0, seconds)):
+            raise ShutdownRequested("task handed back")
+        self.check(owned=owned)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts and pauses for transient failures: exponential backoff with full jitter."""
+
+    max_attempts: int
+    base_s: float
+    max_s: float
+    rng: Callable[[], float] = field(default=random.random)
+
+    def delay(self, failures: int) -> float:
+        return float(self.rng() * min(self.max_s, self.base_s * 2.0 ** (failures - 1)))
+
+
+@dataclass
+class _Run:
+    """What one task run knows so far (owned by its task thread)."""
+
+    record: Record
+    spec: TaskSpec
+    ctx: TaskContext
+    entry: int
+    started: float
+    deadline: float
+    attempt: int = 0
+    announced: int = 0  # the last attempt a PROCESSING status was sent for
+    content: TextInput | DocumentInput | None = None
+    file_id: str | None = None
+
+
+class TaskPipeline:
+    """Runs tasks; one instance per worker process, shared by all task threads (holds no task state)."""
+
+    def __init__(
+        self,
+        *,
+        rules: TaskRules,
+        storage: ObjectStore,
+        model: Model,
+        publisher: Publisher,
+        progress: Progress,
+        retry: RetryPolicy,
+        task_timeout_s: float,
+        breaker_open: Callable[[], bool] = lambda: False,
+        breaker_poll_s: float = BREAKER_POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._rules = rules
+        self._storage = storage
+        self._model = model
+        self._publisher = publisher
+        self._progress = progress
+        self._retry = retry
+        self._task_timeout_s = task_timeout_s
+        self._breaker_open = breaker_open
+        self._breaker_poll_s = breaker_poll_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+
+    def run(self, record: Record, ctx: TaskContext) -> Outcome:
+        """Task-thread entry: process one message to its final status. Never raises except on hand-back."""
+        parsed = parse_task(record.value, self._rules)
+        if isinstance(parsed, Rejected):
+            try:
+                self._fail(record, parsed.error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
+            except ShutdownRequested:
+                return Outcome.HANDED_BACK
+            self._progress.add(failed=1)
+            return Outcome.DONE
+        started = self._clock()
+        run = _Run(
+            record,
+            parsed,
+            ctx,
+            self._progress.task_started(parsed.task_id),
+            started,
+            started + self._task_timeout_s,
+        )
+        log.info(log_lines.PROCESSING_TASK, parsed.task_id, self._publisher.worker_id)
+        try:
+            return self._run(run)
+        finally:
+            self._cleanup(run)
+
+    def _run(self, run: _Run) -> Outcome:
+        spec = run.spec
+        try:
+            if self._already_final(run):
+                return Outcome.DONE
+            self._send_status(run, TaskStatus.RECEIVED)
+            if self._reemit_existing(run):
+                return Outcome.DONE
+            chat = self._attempts(run)
+            self._complete(run, chat)
+            return Outcome.DONE
+        except ShutdownRequested:
+            self._dropped(run)
+            return Outcome.HANDED_BACK
+        except TaskError as error:
+            return self._failed(run, error)
+        except Exception as exc:  # a bug must not kill the task thread silently or block the partition
+            log.exception("Unexpected error in task %s", spec.task_id)
+            internal = PermanentTaskError(f"internal error: {type(exc).__name__}: {exc}", code=codes.INTERNAL)
+            return self._failed(run, internal)
+
+    def _failed(self, run: _Run, error: TaskError) -> Outcome:
+        try:
+            self._fail(
+                run.record,
+                error,
+                run.ctx,
+                task_id=run.spec.task_id,
+                metadata=run.spec.metadata,
+                attempt=max(run.attempt, 1),
+            )
+        except ShutdownRequested:
+            self._dropped(run)
+            return Outcome.HANDED_BACK
+        self._mark_final(run, TaskStatus.FAILED)
+        self._progress.task_finished(run.entry, ok=False)
+        return Outcome.DONE
+
+    def _dropped(self, run: _Run) -> None:
+        self._progress.task_dropped(run.entry)
+        log.info("Task %s handed back unfinished (stopping, or its partition was revoked)", run.spec.task_id)
+
+    # --- the steps -------------------------------------------------------------------------------
+
+    def _already_final(self, run: _Run) -> bool:
+        """A redelivery of a task whose final status is already out: nothing more to send."""
+        marker: dict[str, Any] | None = self._with_retries(
+            lambda: self._storage.read_json(self._rules.final_marker(run.spec.task_id)), run, run.deadline
+        )
+        if marker is None or marker.get("task_id") != run.spec.task_id:
+            return False
+        log.info(
+            "Task %s already ended with status %s; not sending it again",
+            run.spec.task_id,
+            marker.get("status"),
+        )
+        self._progress.task_dropped(run.entry)
+        return True
+
+    def _mark_final(self, run: _Run, status: TaskStatus) -> None:
+        """Note that the final status is acknowledged; a failure here only risks a repeated status."""
+        marker = {"task_id": run.spec.task_id, "status": int(status), "ts": iso_timestamp(self._wall_clock())}
+        ref = self._rules.final_marker(run.spec.task_id)
+        try:
+            self._with_retries(lambda: self._storage.write_json(ref, marker), run, self._clock() + 10.0)
+        except TaskError as exc:
+            log.warning("Could not note the final status of task %s: %s", run.spec.task_id, exc)
+
+    def _reemit_existing(self, run: _Run) -> bool:
+        """A result object written by an earlier delivery: publish COMPLETED again from it, no model call."""
+        body: dict[str, Any] | None = self._with_retries(
+            lambda: self._storage.read_json(run.spec.output), run, run.deadline
+        )
+        if body is None or body.get("task_id") != run.spec.task_id:
+            return False
+        usage = body.get("usage")
+        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+        ms = body.get("processing_ms")
+        log.info(
+            "Task %s already has its result at %s; sending COMPLETED without calling the model",
+            run.spec.task_id,
+            run.spec.output.key,
+        )
+        self._progress.task_stage(run.entry, Stage.PUBLISHING)
+        event = self._event(
+            run,
+            TaskStatus.COMPLETED,
+            tokens_used=tokens if isinstance(tokens, int) else 0,
+            processing_ms=float(ms) if isinstance(ms, (int, float)) else None,
+            result=run.spec.output.as_dict(),
+        )
+        self._deliver(lambda: self._publisher.status(event), run.ctx)
+        self._mark_final(run, TaskStatus.COMPLETED)
+        self._progress.task_finished(run.entry, ok=True, tokens=0, processing_ms=0.0)
+        return True
+
+    def _attempts(self, run: _Run) -> ChatResult:
+        """Call the model until it answers; transient failures retry, an open breaker waits for free.
+
+        A failure while the breaker is open (the call that opened it, a failed half-open probe) is
+        the model host's outage, not the task's: like a refused call, it costs the task no attempt.
+        """
+        while True:
+            try:
+                return self._attempt(run)
+            except BreakerOpenError:
+                run.attempt -= 1  # the breaker refused before anything was sent: not an attempt
+                self._wait_breaker(run)
+            except TransientTaskError as error:
+                if self._breaker_open() and error.code != codes.TIMED_OUT:
+                    run.attempt -= 1
+                    self._wait_breaker(run)
+                else:
+                    self._before_retry(run, error)
+
+    def _attempt(self, run: _Run) -> ChatResult:
+        self._require_time(run)
+        run.attempt += 1  # an S3 failure reading the input counts as an attempt too
+        if run.content is None and run.spec.input is not None:
+            self._progress.task_stage(run.entry, Stage.READING_INPUT)
+            run.content = classify(self._storage.read_input(run.spec.input), run.spec.input.key)
+        run.ctx.check()  # last chance to hand the task back before it costs tokens
+        self._progress.task_stage(run.entry, Stage.CALLING_MODEL)
+        if isinstance(run.content, DocumentInput) and run.file_id is None:
+            doc = run.content
+            run.file_id = self._model.upload_file(
+                task_id=run.spec.task_id,
+                filename=doc.filename,
+                data=doc.data,
+                content_type=doc.content_type,
+                deadline=run.deadline,
+            )
+        messages = build_messages(run.spec, run.content, run.file_id)
+        if run.attempt > run.announced:
+            run.announced = run.attempt
+            self._send_status(run, TaskStatus.PROCESSING)
+        return self._model.chat(
+            task_id=run.spec.task_id,
+            messages=messages,
+            model=run.spec.model,
+            params=run.spec.params,
+            deadline=run.deadline,
+        )
+
+    def _require_time(self, run: _Run) -> None:
+        if self._clock() >= run.deadline:
+            raise TransientTaskError(
+                f"no time left within TASK_TIMEOUT_S={self._task_timeout_s:g}s", code=codes.TIMED_OUT
+            )
+
+    def _before_retry(self, run: _Run, error: TransientTaskError) -> None:
+        """Pause before the next attempt, or re-raise when attempts or time are spent."""
+        failures = max(run.attempt, 1)
+        pause = self._retry.delay(failures)
+        if failures >= self._retry.max_attempts or self._clock() + pause >= run.deadline:
+            raise error
+        log.info(
+            "Task %s attempt %d failed (%s: %s); retrying in %.1fs",
+            run.spec.task_id,
+            failures,
+            error.code,
+            error,
+            pause,
+        )
+        self._progress.add(retried=1)
+        self._progress.task_stage(run.entry, Stage.RETRY_WAIT)
+        run.ctx.sleep(pause)
+
+    def _wait_breaker(self, run: _Run) -> None:
+        """Park until the breaker may admit a call; the time parked does not count against the deadline."""
+        self._progress.task_stage(run.entry, Stage.RETRY_WAIT)
+        waited_from = self._clock()
+        run.ctx.sleep(self._breaker_poll_s)
+        run.deadline += self._clock() - waited_from
+
+    def _complete(self, run: _Run, chat: ChatResult) -> None:
+        spec = run.spec
+        processing_ms = (self._clock() - run.started) * 1000.0
+        self._progress.task_stage(run.entry, Stage.WRITING_RESULT)
+        body = result_object(
+            spec,
+            chat,
+            worker_id=self._publisher.worker_id,
+            processing_ms=processing_ms,
+            created_at=iso_timestamp(self._wall_clock()),
+        )
+        write_until = max(run.deadline, self._clock() + MIN_WRITE_WINDOW_S)
+        self._with_retries(lambda: self._storage.write_json(spec.output, body), run, write_until)
+        self._progress.task_stage(run.entry, Stage.PUBLISHING)
+        event = self._event(
+            run,
+            TaskStatus.COMPLETED,
+            tokens_used=chat.total_tokens,
+            processing_ms=processing_ms,
+            result=spec.output.as_dict(),
+        )
+        self._deliver(lambda: self._publisher.status(event), run.ctx)
+        self._mark_final(run, TaskStatus.COMPLETED)
+        self._progress.task_finished(
+            run.entry, ok=True, tokens=chat.total_tokens, processing_ms=processing_ms
+        )
+        log.info(log_lines.TASK_COMPLETED, spec.task_id, chat.total_tokens)
+        log.info(log_lines.TASK_PROCESSED_IN, spec.task_id, processing_ms)
+
+    def _with_retries(self, operation: Callable[[], T], run: _Run, until: float) -> T:
+        """Retry an S3 operation on transient errors until ``until`` (monotonic)."""
+        failures = 0
+        while True:
+            try:
+                return operation()
+            except TransientTaskError:
+                failures += 1
+                pause = self._retry.delay(min(failures, self._retry.max_attempts))
+                if self._clock() + pause >= until:
+                    raise
+                self._progress.task_stage(run.entry, Stage.RETRY_WAIT)
+                run.ctx.sleep(pause)
+
+    def _cleanup(self, run: _Run) -> None:
+        if run.file_id is None:
+            return
+        try:
+            self._model.delete_file(task_id=run.spec.task_id, file_id=run.file_id)
+        except TaskError as exc:
+            log.warning(
+                "Could not delete uploaded file %s of task %s: %s", run.file_id, run.spec.task_id, exc
+            )
+
+    # --- publishing ------------------------------------------------------------------------------
+
+    def _event(self, run: _Run, status: TaskStatus, **fields: Any) -> dict[str, Any]:
+        return status_event(
+            task_id=run.spec.task_id,
+            status=status,
+            worker_id=self._publisher.worker_id,
+            attempt=max(run.attempt, 1),
+            metadata=run.spec.metadata,
+            now=self._wall_clock(),
+            **fields,
+        )
+
+    def _send_status(self, run: _Run, status: TaskStatus) -> None:
+        """Queue a non-final status; not awaited (the final one's ack covers it: same key, idempotent)."""
+        try:
+            self._publisher.status(self._event(run, status))
+        except KafkaError as exc:
+            log.warning("Could not queue status %d of task %s: %s", status, run.spec.task_id, exc)
+
+    def _fail(
+        self,
+        record: Record,
+        error: TaskError,
+        ctx: TaskContext,
+        *,
+        task_id: str | None,
+        metadata: dict[str, Any] | None,
+        attempt: int = 1,
+    ) -> None:
+        """FAILED status (when the task id is known) and the dead letter, both acknowledged."""
+        log.warning(
+            log_lines.TASK_FAILED,
+            task_id or f"<{record.topic}/{record.partition}@{record.offset}>",
+            f"{error.code}: {error}",
+        )
+        if task_id is not None:
+            event = status_event(
+                task_id=task_id,
+                status=TaskStatus.FAILED,
+                worker_id=self._publisher.worker_id,
+                attempt=attempt,
+                metadata=metadata,
+                error=error,
+                now=self._wall_clock(),
+            )
+            self._deliver(lambda: self._publisher.status(event), ctx)
+        source = Source(record.topic, record.partition, record.offset)
+
+        def dead_letter(limit: int | None = None) -> Delivery:
+            return self._publisher.dead_letter(
+                raw=record.value, key=record.key, task_id=task_id, error=error, source=source, limit=limit
+            )
+
+        try:
+            self._deliver(dead_letter, ctx, give_up_on=MessageSizeTooLargeError)
+        except MessageSizeTooLargeError:
+            log.warning("The DLQ refused the full message of task %s; sending it truncated", task_id)
+            self._deliver(lambda: dead_letter(DLQ_FALLBACK_BYTES), ctx)
+
+    def _deliver(
+        self, send: Callable[[], Delivery], ctx: TaskContext, give_up_on: type[KafkaError] | None = None
+    ) -> None:
+        """Send and wait for the broker's ack; re-send after a failure until acked or stopping."""
+        while True:
+            try:
+                delivery = send()
+                self._await(delivery, ctx)
+                return
+            except KafkaError as exc:
+                if give_up_on is not None and isinstance(exc, give_up_on):
+                    raise
+                log.warning(
+                    "Kafka did not acknowledge an event (%s); sending it again in %.0fs", exc, PUBLISH_RETRY_S
+                )
+                ctx.sleep(PUBLISH_RETRY_S, owned=False)
+
+    def _await(self, delivery: Delivery, ctx: TaskContext) -> None:
+        while True:
+            try:
+                delivery.get(timeout=PUBLISH_WAIT_S)
+                return
+            except KafkaError:
+                if getattr(delivery, "is_done", True):
+                    raise  # the send failed for good (delivery timeout, size, authorization)
+            ctx.check(owned=False)
+
+
+def build_messages(
+    spec: TaskSpec, content: TextInput | DocumentInput | None, file_id: str | None
+) -> list[dict[str, Any]]:
+    """The chat messages of a task: its messages, then its prompt, the input text joined to the prompt."""
+    messages: list[dict[str, Any]] = [dict(m) for m in spec.messages]
+    if spec.prompt is not None:
+        messages.append({"role": "user", "content": spec.prompt})
+    last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+    if last_user is None:
+        last_user = {"role": "user", "content": ""}
+        messages.append(last_user)
+    if isinstance(content, TextInput):
+        last_user["content"] = f"{last_user['content']}\n\n{content.text}".lstrip("\n")
+    if file_id is not None:
+        last_user["attachments"] = [file_id]
+    return messages
+
+
+def result_object(
+    spec: TaskSpec, chat: ChatResult, *, worker_id: str, processing_ms: float, created_at: str
+) -> dict[str, Any]:
+    """The result object of CONTRACT.md."""
+    return {
+        "task_id": spec.task_id,
+        "model": chat.model,
+        "content": chat.content,
+        "finish_reason": chat.finish_reason,
+        "usage": {
+            "prompt_tokens": chat.prompt_tokens,
+            "completion_tokens": chat.completion_tokens,
+            "total_tokens": chat.total_tokens,
+        },
+        "worker_id": worker_id,
+        "created_at": created_at,
+        "processing_ms": round(processing_ms, 1),
+        "metadata": spec.metadata,
+    }

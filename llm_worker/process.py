@@ -1,0 +1,183 @@
+"""The worker process's life: signals → bootstrap → consumer loop → close → exit code.
+
+``run_worker`` is the entry point the supervisor calls in a freshly forked child (and ``llm-worker``
+calls in the foreground). Everything with a socket or a thread is created here, after the fork.
+The caller owns logging set-up and the final ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+from llm_service import exit_codes, log_lines
+from llm_service.config import Settings
+from llm_service.logs import reopen_log_files
+from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.bootstrap import Clients, bootstrap
+from llm_worker.consumer_loop import ConsumerLoop, LoopConfig
+from llm_worker.events import EventPublisher
+from llm_worker.membership import leave_group
+from llm_worker.pipeline import RetryPolicy, TaskPipeline
+from llm_worker.task_message import TaskRules
+
+log = logging.getLogger(__name__)
+
+
+class Signals:
+    """Stop requests, noted by signal handlers and read by the loops (STYLE rule 2: handlers only note).
+
+    SIGTERM/SIGINT once: graceful stop; twice, or SIGQUIT: fast stop. SIGUSR1: reopen log files.
+    SIGHUP is ignored: the supervisor reloads by replacing workers, not by signalling them.
+    """
+
+    def __init__(self) -> None:
+        self._stops = 0
+        self._fast = False
+        self._reopen = False
+
+    def install(self) -> None:
+        """Replace every handler inherited from the parent. Call first thing in the worker process."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        # Under the supervisor SIGINT arrives ignored: Ctrl-C in its terminal reaches the whole process
+        # group, and the supervisor's own SIGTERM would make it a second, fast, stop. Keep it ignored.
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGQUIT, self._on_fast)
+        signal.signal(signal.SIGUSR1, self._on_reopen)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for inherited in (signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
+            signal.signal(inherited, signal.SIG_DFL)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stops += 1
+
+    def _on_fast(self, signum: int, frame: FrameType | None) -> None:
+        self._fast = True
+
+    def _on_reopen(self, signum: int, frame: FrameType | None) -> None:
+        self._reopen = True
+
+    @property
+    def graceful(self) -> bool:
+        return self._stops >= 1
+
+    @property
+    def fast(self) -> bool:
+        return self._fast or self._stops >= 2
+
+    def take_reopen(self) -> bool:
+        reopen, self._reopen = self._reopen, False
+        return reopen
+
+
+def run_worker(
+    *, settings: Settings, slot: int, status: SlotWriter, worker_id: str, group_instance_id: str | None
+) -> int:
+    """Run one worker until it is told to stop; returns an exit code of llm_service.exit_codes.
+
+    Called in the worker process's main thread (a fresh fork, or ``llm-worker``). ``slot`` is the
+    worker's identity in the pool; ``status`` is its record in the shared status table.
+    """
+    signals = Signals()
+    signals.install()
+    random.seed()  # a forked child starts with its parent's random state: retry jitter would align
+    status.update(
+        pid=os.getpid(),
+        state=WorkerState.BOOTING,
+        started_at=time.time(),
+        capacity=settings.worker_max_concurrent_tasks,
+    )
+    status.heartbeat()
+    log.info("Worker %s (slot %d) starting", worker_id, slot)
+    outcome = bootstrap(
+        settings=settings,
+        status=status,
+        stop=signals,
+        worker_id=worker_id,
+        group_instance_id=group_instance_id,
+    )
+    if isinstance(outcome, int):
+        status.update(state=WorkerState.STOPPED)
+        return outcome
+    clients = outcome
+    try:
+        return _serve(settings, clients, status, signals, worker_id)
+    except Exception:  # the process boundary: log with the traceback, exit as crashed
+        log.exception("Worker %s crashed", worker_id)
+        return exit_codes.CRASHED
+    finally:
+        clients.close()
+        if group_instance_id is not None and status.leave_requested():
+            leave_group(settings, group_instance_id)
+        status.update(state=WorkerState.STOPPED)
+        log.info("Worker %s stopped", worker_id)
+
+
+def _serve(settings: Settings, clients: Clients, status: SlotWriter, signals: Signals, worker_id: str) -> int:
+    """Wire the pipeline and the consumer loop to the clients, and run the loop until a stop."""
+    clients.breaker.on_change(
+        lambda state: status.update(
+            breaker=state, conn_gigachat=Conn.DOWN if state is Breaker.OPEN else Conn.UP
+        )
+    )
+    executor = ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_tasks, thread_name_prefix="task")
+    loop = ConsumerLoop(
+        consumer=clients.consumer,
+        pipeline=_pipeline(settings, clients, status, worker_id),
+        executor=executor,
+        status=status,
+        config=LoopConfig(
+            topic=settings.kafka_tasks_topic,
+            max_concurrent=settings.worker_max_concurrent_tasks,
+            drain_timeout_s=settings.worker_drain_timeout,
+            revoke_timeout_s=settings.worker_revoke_timeout_s,
+        ),
+        stop=signals,
+        breaker_state=lambda: clients.breaker.state,
+        on_turn=lambda: _housekeeping(signals),
+    )
+    loop.subscribe()
+    status.update(state=WorkerState.RUNNING)
+    log.info(log_lines.WORKER_STARTED, settings.kafka_tasks_topic)
+    try:
+        return loop.run()
+    finally:
+        # Threads still inside an HTTP call after a fast stop are not waited for: their tasks were
+        # handed back (uncommitted) and the caller exits the process.
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_id: str) -> TaskPipeline:
+    publisher = EventPublisher(
+        producer=clients.producer,
+        status_topic=settings.kafka_status_topic,
+        dlq_topic=settings.kafka_dlq_topic,
+        worker_id=worker_id,
+        max_request_bytes=settings.kafka_max_request_bytes,
+        on_error=lambda: status.add(kafka_errors=1),
+    )
+    return TaskPipeline(
+        rules=TaskRules.from_settings(settings),
+        storage=clients.storage,
+        model=clients.gigachat,
+        publisher=publisher,
+        progress=status,
+        retry=RetryPolicy(
+            max_attempts=settings.task_max_attempts,
+            base_s=settings.task_retry_backoff_s,
+            max_s=settings.task_retry_backoff_max_s,
+        ),
+        task_timeout_s=settings.task_timeout_s,
+        breaker_open=lambda: clients.breaker.state is Breaker.OPEN,
+    )
+
+
+def _housekeeping(signals: Signals) -> None:
+    if signals.take_reopen():
+        reopen_log_files()

@@ -1,0 +1,150 @@
+"""S3 access of a worker: read task inputs, read and write result objects (the ``minio`` client).
+
+Created inside the worker process (never before a fork: the client holds a connection pool).
+Called from task threads; the minio client is thread-safe. S3 failures become TaskErrors here, so
+the pipeline only decides "permanent" or "transient":
+
+* a missing object or bucket (NoSuchKey, NoSuchBucket) → permanent INPUT_NOT_FOUND;
+* a refusal (AccessDenied and other 4xx codes) → permanent STORAGE_ERROR;
+* 5xx, SlowDown, connection errors and timeouts → transient STORAGE_UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error, ServerError
+
+from llm_service.config import Settings
+from llm_service.errors import PermanentTaskError, TaskError, TransientTaskError
+from llm_worker import error_codes as codes
+from llm_worker.task_message import ObjectRef
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
+_TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+
+
+def make_client(settings: Settings, *, pool_size: int) -> Minio:
+    """A minio client with bounded timeouts and a pool big enough for every task thread."""
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+        maxsize=pool_size,
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+    )
+    return Minio(
+        settings.minio_endpoint,
+        access_key=settings.minio_access_key or None,
+        secret_key=settings.minio_secret_key or None,
+        secure=settings.minio_secure,
+        region=settings.minio_region or None,
+        http_client=http,
+    )
+
+
+class Storage:
+    """Task inputs and result objects in S3. ``on_health(up)`` reports reachability for the status table."""
+
+    def __init__(self, *, client: Minio, max_input_bytes: int, on_health: Callable[[bool], None]) -> None:
+        self._client = client
+        self._max_input_bytes = max_input_bytes
+        self._on_health = on_health
+
+    def check(self, buckets: list[str]) -> None:
+        """Bootstrap probe: every bucket exists. Raises TaskError (transient when S3 is unreachable)."""
+        for bucket in buckets:
+            exists = self._call(
+                functools.partial(self._client.bucket_exists, bucket), f"check bucket {bucket}"
+            )
+            if not exists:
+                raise PermanentTaskError(f"bucket {bucket!r} does not exist", code=codes.STORAGE_ERROR)
+
+    def read_input(self, ref: ObjectRef) -> bytes:
+        """The input object's bytes; INPUT_TOO_LARGE is decided from its size before reading it."""
+        stat = self._call(lambda: self._client.stat_object(ref.bucket, ref.key), f"stat {_where(ref)}", ref)
+        size = stat.size or 0
+        if size > self._max_input_bytes:
+            raise PermanentTaskError(
+                f"input {_where(ref)} is {size} bytes, over the limit of {self._max_input_bytes}",
+                code=codes.INPUT_TOO_LARGE,
+            )
+        return self._read(ref)
+
+    def read_json(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """A JSON object stored at ``ref``; None when there is none (or it is not a JSON object)."""
+        try:
+            data = self._read(ref)
+        except PermanentTaskError as exc:
+            if exc.code == codes.INPUT_NOT_FOUND:
+                return None
+            raise
+        try:
+            body = json.loads(data)
+        except ValueError:
+            log.warning("object %s is not JSON; treating it as absent", _where(ref))
+            return None
+        return body if isinstance(body, dict) else None
+
+    def write_json(self, ref: ObjectRef, body: dict[str, Any]) -> None:
+        data = json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8")
+        self._call(
+            lambda: self._client.put_object(
+                ref.bucket,
+                ref.key,
+                io.BytesIO(data),
+                len(data),
+                content_type="application/json; charset=utf-8",
+            ),
+            f"write {_where(ref)}",
+        )
+
+    def _read(self, ref: ObjectRef) -> bytes:
+        def get() -> bytes:
+            response = self._client.get_object(ref.bucket, ref.key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        data: bytes = self._call(get, f"read {_where(ref)}", ref)
+        return data
+
+    def _call(self, operation: Callable[[], Any], what: str, missing: ObjectRef | None = None) -> Any:
+        try:
+            result = operation()
+        except S3Error as exc:
+            error = _s3_error(exc, what, missing)
+            self._on_health(not error.transient)
+            raise error from exc
+        except (ServerError, MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            self._on_health(False)
+            raise TransientTaskError(f"S3 {what} failed: {exc}", code=codes.STORAGE_UNAVAILABLE) from exc
+        self._on_health(True)
+        return result
+
+
+def _s3_error(exc: S3Error, what: str, missing: ObjectRef | None) -> TaskError:
+    if exc.code in _NOT_FOUND and missing is not None:
+        return PermanentTaskError(
+            f"input {_where(missing)} does not exist ({exc.code})", code=codes.INPUT_NOT_FOUND
+        )
+    if exc.code in _TRANSIENT_CODES:
+        return TransientTaskError(
+            f"S3 {what} failed: {exc.code}: {exc.message}", code=codes.STORAGE_UNAVAILABLE
+        )
+    return PermanentTaskError(f"S3 {what} refused: {exc.code}: {exc.message}", code=codes.STORAGE_ERROR)
+
+
+def _where(ref: ObjectRef) -> str:
+    return f"s3://{ref.bucket}/{ref.key}"

@@ -1,0 +1,86 @@
+"""GigaChat misbehaving, on the real stack: errors, an outage that opens the circuit breaker, tokens
+that expire every few seconds. No task may fail; every task completes exactly once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.worker.conftest import Testbed
+from tests.worker.harness import StatusLog, hold_for, send, task_bytes, wait_until
+
+pytestmark = pytest.mark.stack
+
+
+def _send(bed: Testbed, prefix: str, count: int) -> list[str]:
+    ids = [f"{prefix}-{i:03d}" for i in range(count)]
+    for task_id in ids:
+        value = task_bytes(task_id, prompt=f"Summarise item {task_id}")
+        send(bed.producer, bed.names.tasks, value, key=task_id.encode())
+    return ids
+
+
+def _all_completed_once(finals: dict[str, list[dict[str, object]]]) -> None:
+    statuses = {t: [e["status"] for e in events] for t, events in finals.items()}
+    assert {t: s for t, s in statuses.items() if s != [3]} == {}
+
+
+def test_30_percent_errors_still_complete_every_task(bed: Testbed) -> None:
+    bed.emulator.config(error_rate=0.3, error_codes=[500, 429])
+    status_log = bed.status_log()
+    ids = _send(bed, "flaky", 100)
+    env = bed.env(
+        WORKER_MAX_CONCURRENT_TASKS="8",
+        GIGACHAT_BACKOFF_BASE_S="0.05",
+        GIGACHAT_BACKOFF_MAX_S="0.5",
+        GIGACHAT_BREAKER_RESET_S="1",
+    )
+    worker = bed.start_worker(env).started()
+
+    _all_completed_once(status_log.wait_finals(ids, timeout=180))
+    assert "HTTP 500" in worker.log_text() or "HTTP 429" in worker.log_text()  # errors did happen
+
+
+def test_outage_opens_the_breaker_pauses_intake_and_nothing_fails(bed: Testbed) -> None:
+    bed.emulator.config(latency=0.3)
+    status_log = bed.status_log()
+    ids = _send(bed, "outage", 60)
+    env = bed.env(
+        WORKER_MAX_CONCURRENT_TASKS="4",
+        GIGACHAT_BREAKER_RESET_S="3",
+        GIGACHAT_BACKOFF_BASE_S="0.1",
+        GIGACHAT_BACKOFF_MAX_S="1",
+    )
+    worker = bed.start_worker(env).started()
+    wait_until(lambda: len(status_log.read() and status_log.finals()) >= 5, timeout=60, what="5 tasks done")
+    bed.emulator.outage(20)
+    outage_ends = time.monotonic() + 20
+
+    worker.wait_for_log("Circuit breaker OPEN after", timeout=30)
+    received_at_open = _received(status_log)
+    assert len(received_at_open) < len(ids), "every task was already taken before the breaker opened"
+    # While the breaker is open, intake stays paused: watch RECEIVED events until the outage nears its end.
+    hold_for(
+        lambda: len(_received(status_log) - received_at_open) <= 1,
+        seconds=max(0.0, min(8.0, outage_ends - time.monotonic() - 2)),
+        what="intake paused",
+    )
+
+    _all_completed_once(status_log.wait_finals(ids, timeout=120))
+    assert "Circuit breaker CLOSED" in worker.log_text()
+
+
+def _received(status_log: StatusLog) -> set[str]:
+    status_log.read()
+    return {e["task_id"] for e in status_log.events() if e["status"] == 1}
+
+
+def test_tokens_expiring_every_5_seconds_fail_nothing(bed: Testbed) -> None:
+    bed.emulator.config(token_ttl=5, latency=1.0)
+    status_log = bed.status_log()
+    ids = _send(bed, "ttl", 48)
+    worker = bed.start_worker(bed.env(WORKER_MAX_CONCURRENT_TASKS="4")).started()
+
+    _all_completed_once(status_log.wait_finals(ids, timeout=120))
+    assert "Failed to process task" not in worker.log_text()

@@ -1,0 +1,70 @@
+"""Held messages: backlog, running counts, completions, and what revocation does to them."""
+
+from __future__ import annotations
+
+from llm_worker.inflight import Completion, InFlight, Verdict
+from llm_worker.pipeline import Outcome
+
+
+def test_completions_move_the_commit_position_and_the_running_count() -> None:
+    held: InFlight[str, str] = InFlight()
+    first = held.take("p", 0, "r0", 1.0)
+    second = held.take("p", 1, "r1", 2.0)
+    assert first is not None and second is not None and held.take("p", 1, "dup", 3.0) is None
+    assert held.backlog() == 2
+    assert held.next_to_start() == first and held.next_to_start() == second and held.next_to_start() is None
+    assert held.running() == 2 and held.running(["p"]) == 2 and held.running(["q"]) == 0
+
+    held.complete(Completion("p", 1, second.epoch, Outcome.DONE))
+    assert held.collect() is Verdict.OK
+    assert held.to_commit() == {} and held.running() == 1  # offset 0 still runs
+    held.complete(Completion("p", 0, first.epoch, Outcome.DONE))
+    held.collect()
+    assert held.to_commit() == {"p": 2}
+    held.committed({"p": 2})
+    assert held.to_commit() == {} and held.oldest_taken_at() is None
+
+
+def test_a_task_handed_back_from_a_held_partition_is_stuck_unless_stopping() -> None:
+    held: InFlight[str, str] = InFlight()
+    taken = held.take("p", 0, "r", 1.0)
+    assert taken is not None
+    held.next_to_start()
+    held.complete(Completion("p", 0, taken.epoch, Outcome.HANDED_BACK))
+    assert held.collect() is Verdict.STUCK
+
+    stopping: InFlight[str, str] = InFlight()
+    taken = stopping.take("p", 0, "r", 1.0)
+    assert taken is not None
+    stopping.next_to_start()
+    stopping.stopping()
+    stopping.complete(Completion("p", 0, taken.epoch, Outcome.HANDED_BACK))
+    assert stopping.collect() is Verdict.OK
+
+
+def test_forgetting_a_partition_drops_its_backlog_and_fences_its_running_tasks() -> None:
+    held: InFlight[str, str] = InFlight()
+    running = held.take("p", 0, "r0", 1.0)
+    held.take("p", 1, "r1", 1.0)
+    held.take("q", 0, "q0", 1.0)
+    assert running is not None
+    held.next_to_start()
+    assert held.owns("p", running.epoch)
+
+    held.forget(["p"])
+    assert not held.owns("p", running.epoch)
+    assert held.backlog() == 1  # only q's message is left to start
+    held.complete(Completion("p", 0, running.epoch, Outcome.HANDED_BACK))
+    assert held.collect() is Verdict.OK  # handed back from a partition we no longer hold: expected
+    assert held.running() == 0 and held.to_commit() == {}
+
+
+def test_wait_completion_returns_early_and_leaves_the_completion_queued() -> None:
+    held: InFlight[str, str] = InFlight()
+    taken = held.take("p", 0, "r", 1.0)
+    assert taken is not None
+    held.next_to_start()
+    held.complete(Completion("p", 0, taken.epoch, Outcome.DONE))
+    held.wait_completion(5.0)  # returns at once: a completion is there
+    held.collect()
+    assert held.to_commit() == {"p": 1}

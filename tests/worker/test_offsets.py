@@ -1,0 +1,73 @@
+"""The commit rule: per partition, only the contiguous prefix of finished offsets."""
+
+from __future__ import annotations
+
+from llm_worker.offsets import OffsetTracker, PartitionOffsets
+
+
+def test_commits_only_the_finished_prefix() -> None:
+    offsets = PartitionOffsets()
+    for offset in (10, 11, 12, 13):
+        assert offsets.take(offset, 0.0)
+    offsets.finish(12)
+    offsets.finish(11)
+    assert offsets.to_commit() is None  # 10 is still running: nothing may be committed
+    offsets.finish(10)
+    assert offsets.to_commit() == 13  # 10, 11, 12 done; 13 is the next to read
+    offsets.committed(13)
+    assert offsets.to_commit() is None
+    offsets.finish(13)
+    assert offsets.to_commit() == 14
+    assert offsets.in_flight == 0
+
+
+def test_gaps_in_offsets_do_not_block() -> None:
+    offsets = PartitionOffsets()  # compaction or transaction markers leave holes
+    for offset in (5, 7, 20):
+        offsets.take(offset, 0.0)
+    offsets.finish(7)
+    offsets.finish(5)
+    assert offsets.to_commit() == 8
+
+
+def test_redelivered_or_unknown_offsets_are_ignored() -> None:
+    offsets = PartitionOffsets()
+    assert offsets.take(3, 0.0)
+    assert not offsets.take(3, 0.0)
+    assert not offsets.take(2, 0.0)
+    assert not offsets.finish(99)
+    assert offsets.finish(3)
+    assert not offsets.finish(3)
+    assert offsets.to_commit() == 4
+
+
+def test_oldest_pending_time_follows_the_head() -> None:
+    offsets = PartitionOffsets()
+    offsets.take(1, 100.0)
+    offsets.take(2, 200.0)
+    assert offsets.oldest_taken_at() == 100.0
+    offsets.finish(2)
+    assert offsets.oldest_taken_at() == 100.0
+    offsets.finish(1)
+    assert offsets.oldest_taken_at() is None
+
+
+def test_tracker_keeps_partitions_apart_and_epochs_fence_old_completions() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    epoch_a = tracker.take("a", 0, 1.0)
+    epoch_b = tracker.take("b", 0, 2.0)
+    assert epoch_a is not None and epoch_b is not None and epoch_a != epoch_b
+    assert tracker.finish("b", 0, epoch_b)
+    assert tracker.to_commit() == {"b": 1}
+    assert tracker.in_flight() == 1 and tracker.oldest_taken_at() == 1.0
+
+    tracker.forget(["a"])  # revoked...
+    again = tracker.take("a", 0, 3.0)  # ...and assigned again: the message is redelivered
+    assert again is not None and again != epoch_a
+    assert not tracker.finish("a", 0, epoch_a)  # the old ownership's completion moves nothing
+    assert tracker.to_commit(["a"]) == {}
+    assert tracker.finish("a", 0, again)
+    assert tracker.to_commit(["a"]) == {"a": 1}
+    tracker.committed({"a": 1, "b": 1})
+    assert tracker.to_commit() == {}
+    assert sorted(tracker.partitions()) == ["a", "b"]

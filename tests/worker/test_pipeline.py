@@ -1,0 +1,354 @@
+"""The pipeline's decisions, with fakes: statuses, retries, the breaker, re-emission, hand-back, DLQ."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from kafka.errors import MessageSizeTooLargeError
+
+from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
+from llm_service.status_table import Stage
+from llm_worker.events import Source
+from llm_worker.gigachat.models import ChatResult
+from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.task_message import ObjectRef, TaskRules
+
+RULES = TaskRules(
+    max_message_bytes=100_000,
+    allowed_input_buckets=frozenset({"in"}),
+    input_bucket="in",
+    output_bucket="out",
+    output_prefix="r/",
+    default_model="GigaChat",
+)
+ANSWER = ChatResult(
+    content="answer",
+    finish_reason="stop",
+    model="GigaChat:2",
+    prompt_tokens=7,
+    completion_tokens=5,
+    total_tokens=12,
+    raw={},
+)
+
+
+class Delivered:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.is_done = True
+
+    def get(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class FakePublisher:
+    worker_id = "host:0:1"
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+        self.dead: list[dict[str, Any]] = []
+        self.refuse_full_dlq = False
+
+    def status(self, event: dict[str, Any]) -> Delivered:
+        self.statuses.append(event)
+        return Delivered()
+
+    def dead_letter(
+        self,
+        *,
+        raw: bytes | None,
+        key: bytes | None,
+        task_id: str | None,
+        error: TaskError,
+        source: Source,
+        limit: int | None = None,
+    ) -> Delivered:
+        if self.refuse_full_dlq and limit is None:
+            return Delivered(MessageSizeTooLargeError("too big"))
+        self.dead.append(
+            {"raw": raw, "task_id": task_id, "code": error.code, "source": source, "limit": limit}
+        )
+        return Delivered()
+
+    def codes(self) -> list[int]:
+        return [e["status"] for e in self.statuses]
+
+
+class FakeStore:
+    def __init__(self, objects: dict[ObjectRef, bytes] | None = None) -> None:
+        self.objects = dict(objects or {})
+
+    def read_input(self, ref: ObjectRef) -> bytes:
+        if ref not in self.objects:
+            raise PermanentTaskError("missing", code="INPUT_NOT_FOUND")
+        return self.objects[ref]
+
+    def read_json(self, ref: ObjectRef) -> dict[str, Any] | None:
+        body = self.objects.get(ref)
+        return json.loads(body) if body is not None else None
+
+    def write_json(self, ref: ObjectRef, body: dict[str, Any]) -> None:
+        self.objects[ref] = json.dumps(body).encode()
+
+
+class FakeModel:
+    def __init__(self, *outcomes: ChatResult | Exception) -> None:
+        self.outcomes = list(outcomes) or [ANSWER]
+        self.calls: list[list[dict[str, Any]]] = []
+        self.uploads: list[str] = []
+        self.deleted: list[str] = []
+
+    def chat(
+        self,
+        *,
+        task_id: str,
+        messages: list[dict[str, Any]],
+        model: str,
+        params: Mapping[str, Any],
+        deadline: float,
+    ) -> ChatResult:
+        self.calls.append(messages)
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def upload_file(
+        self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
+    ) -> str:
+        self.uploads.append(filename)
+        return "file-1"
+
+    def delete_file(self, *, task_id: str, file_id: str) -> None:
+        self.deleted.append(file_id)
+
+
+class FakeProgress:
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+        self.finished: list[bool] = []
+        self.dropped = 0
+        self.counters: dict[str, float] = {}
+
+    def task_started(self, task_id: str) -> int:
+        return 0
+
+    def task_stage(self, entry: int, stage: Stage) -> None:
+        self.stages.append(stage)
+
+    def task_finished(self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0) -> None:
+        self.finished.append(ok)
+
+    def task_dropped(self, entry: int) -> None:
+        self.dropped += 1
+
+    def add(self, **deltas: float) -> None:
+        for name, delta in deltas.items():
+            self.counters[name] = self.counters.get(name, 0) + delta
+
+
+class Harness:
+    def __init__(
+        self,
+        model: FakeModel | None = None,
+        store: FakeStore | None = None,
+        attempts: int = 3,
+        breaker_open: bool = False,
+    ) -> None:
+        self.model = model or FakeModel()
+        self.store = store or FakeStore()
+        self.publisher = FakePublisher()
+        self.progress = FakeProgress()
+        self.pipeline = TaskPipeline(
+            rules=RULES,
+            storage=self.store,
+            model=self.model,
+            publisher=self.publisher,
+            progress=self.progress,
+            retry=RetryPolicy(max_attempts=attempts, base_s=0.0, max_s=0.0, rng=lambda: 0.0),
+            task_timeout_s=60,
+            breaker_open=lambda: breaker_open,
+            breaker_poll_s=0.0,
+        )
+        self.owned = True
+        self.stopping = threading.Event()
+
+    def run(self, body: dict[str, Any] | bytes) -> Outcome:
+        value = body if isinstance(body, bytes) else json.dumps(body).encode()
+        ctx = TaskContext(still_owned=lambda: self.owned, stopping=self.stopping)
+        return self.pipeline.run(Record("tasks", 2, 40, b"k", value), ctx)
+
+
+def test_happy_path_with_text_input() -> None:
+    store = FakeStore({ObjectRef("in", "a.txt"): "Привет".encode("cp1251")})
+    h = Harness(store=store)
+    outcome = h.run({"task_id": "t1", "prompt": "Summarise", "input": {"key": "a.txt"}, "metadata": {"m": 1}})
+
+    assert outcome is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 3]
+    final = h.publisher.statuses[-1]
+    assert final["tokens_used"] == 12 and final["result"] == {"bucket": "out", "key": "r/t1.json"}
+    assert final["metadata"] == {"m": 1} and final["worker_id"] == "host:0:1" and final["error"] is None
+    assert h.model.calls == [[{"role": "user", "content": "Summarise\n\nПривет"}]]
+    result = json.loads(h.store.objects[ObjectRef("out", "r/t1.json")])
+    assert (
+        result["content"] == "answer" and result["usage"]["total_tokens"] == 12 and result["task_id"] == "t1"
+    )
+    assert h.progress.finished == [True]
+    assert h.progress.stages[:3] == [Stage.READING_INPUT, Stage.CALLING_MODEL, Stage.WRITING_RESULT]
+
+
+def test_existing_result_is_re_emitted_without_calling_the_model() -> None:
+    written = {"task_id": "t1", "usage": {"total_tokens": 30}, "processing_ms": 12.5, "content": "old"}
+    h = Harness(store=FakeStore({ObjectRef("out", "r/t1.json"): json.dumps(written).encode()}))
+    assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
+    assert h.model.calls == []
+    assert h.publisher.codes() == [1, 3]
+    assert h.publisher.statuses[-1]["tokens_used"] == 30 and h.publisher.statuses[-1]["processing_ms"] == 12.5
+
+
+def test_a_result_of_another_task_at_the_same_key_is_overwritten() -> None:
+    other = {"task_id": "someone-else", "usage": {"total_tokens": 1}}
+    h = Harness(store=FakeStore({ObjectRef("out", "r/t1.json"): json.dumps(other).encode()}))
+    h.run({"task_id": "t1", "prompt": "x"})
+    assert len(h.model.calls) == 1 and h.publisher.codes() == [1, 2, 3]
+
+
+def test_permanent_input_error_fails_at_once_with_a_dead_letter() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t1", "prompt": "x", "input": {"key": "missing.txt"}}) is Outcome.DONE
+    assert h.model.calls == []
+    assert h.publisher.codes() == [1, 4]
+    assert h.publisher.statuses[-1]["error"]["code"] == "INPUT_NOT_FOUND"
+    assert [(d["task_id"], d["code"], d["source"]) for d in h.publisher.dead] == [
+        ("t1", "INPUT_NOT_FOUND", Source("tasks", 2, 40))
+    ]
+    assert h.progress.finished == [False]
+
+
+def test_transient_failures_retry_with_a_new_processing_status() -> None:
+    h = Harness(FakeModel(TransientTaskError("503", code="MODEL_UNAVAILABLE"), ANSWER))
+    assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 2, 3]
+    assert [e["attempt"] for e in h.publisher.statuses] == [1, 1, 2, 2]
+    assert h.progress.counters == {"retried": 1}
+
+
+def test_transient_failures_end_in_failed_after_the_last_attempt() -> None:
+    h = Harness(FakeModel(TransientTaskError("429", code="MODEL_RATE_LIMITED")), attempts=3)
+    h.run({"task_id": "t1", "prompt": "x"})
+    assert len(h.model.calls) == 3
+    assert h.publisher.codes() == [1, 2, 2, 2, 4]
+    assert h.publisher.statuses[-1]["error"]["code"] == "MODEL_RATE_LIMITED"
+    assert h.publisher.statuses[-1]["attempt"] == 3
+    assert len(h.publisher.dead) == 1
+
+
+def test_an_open_breaker_costs_no_attempt() -> None:
+    refused = BreakerOpenError("open")
+    h = Harness(FakeModel(refused, refused, refused, ANSWER), attempts=1)
+    assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 3]  # one PROCESSING: the refused calls were never attempts
+    assert Stage.RETRY_WAIT in h.progress.stages
+
+
+def test_failures_while_the_breaker_is_open_cost_no_attempt() -> None:
+    failed = TransientTaskError("503, then the breaker opened", code="MODEL_UNAVAILABLE")
+    h = Harness(FakeModel(failed, failed, ANSWER), attempts=1, breaker_open=True)
+    assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
+    assert h.publisher.codes()[-1] == 3
+
+
+def test_model_4xx_is_permanent() -> None:
+    h = Harness(FakeModel(PermanentTaskError("422", code="MODEL_BAD_REQUEST")))
+    h.run({"task_id": "t1", "prompt": "x"})
+    assert len(h.model.calls) == 1 and h.publisher.codes() == [1, 2, 4]
+
+
+@pytest.mark.parametrize(("raw", "task_id"), [(b"{broken", None), (b'{"task_id": "t9"}', "t9")])
+def test_invalid_messages_go_to_the_dlq_and_fail_when_named(raw: bytes, task_id: str | None) -> None:
+    h = Harness()
+    assert h.run(raw) is Outcome.DONE
+    assert h.publisher.codes() == ([4] if task_id else [])
+    assert [d["raw"] for d in h.publisher.dead] == [raw]
+    assert h.progress.counters == {"failed": 1}
+
+
+def test_a_dlq_that_refuses_the_full_message_gets_a_truncated_copy() -> None:
+    h = Harness()
+    h.publisher.refuse_full_dlq = True
+    assert h.run(b"not json at all") is Outcome.DONE
+    assert [d["limit"] for d in h.publisher.dead] == [900 * 1024]
+
+
+def test_a_revoked_partition_hands_the_task_back_before_the_model_call() -> None:
+    h = Harness()
+    h.owned = False
+    assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.HANDED_BACK
+    assert h.model.calls == [] and 3 not in h.publisher.codes() and 4 not in h.publisher.codes()
+    assert h.progress.dropped == 1 and h.progress.finished == []
+
+
+def test_documents_go_through_the_files_api() -> None:
+    store = FakeStore({ObjectRef("in", "scan.pdf"): b"%PDF-1.4 data"})
+    h = Harness(store=store)
+    h.run({"task_id": "t1", "prompt": "Describe", "input": {"key": "scan.pdf"}})
+    assert h.model.uploads == ["scan.pdf"] and h.model.deleted == ["file-1"]
+    assert h.model.calls == [[{"role": "user", "content": "Describe", "attachments": ["file-1"]}]]
+
+
+def test_a_bug_fails_the_task_as_internal() -> None:
+    h = Harness(FakeModel(ZeroDivisionError("boom")))
+    assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
+    assert h.publisher.statuses[-1]["error"]["code"] == "INTERNAL"
+
+
+def test_messages_form_gets_the_input_appended_to_the_last_user_message() -> None:
+    store = FakeStore({ObjectRef("in", "a.txt"): b"text"})
+    h = Harness(store=store)
+    h.run(
+        {
+            "task_id": "t1",
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+            "input": {"key": "a.txt"},
+        }
+    )
+    assert h.model.calls == [[{"role": "system", "content": "s"}, {"role": "user", "content": "q\n\ntext"}]]
+
+
+def test_final_status_is_noted_once_acknowledged() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t9", "prompt": "p"}) is Outcome.DONE
+    marker = json.loads(h.store.objects[RULES.final_marker("t9")])
+    assert (marker["task_id"], marker["status"]) == ("t9", 3)
+
+
+def test_failed_status_is_noted_too() -> None:
+    h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
+    assert h.run({"task_id": "t10", "prompt": "p"}) is Outcome.DONE
+    assert json.loads(h.store.objects[RULES.final_marker("t10")])["status"] == 4
+
+
+def test_redelivery_after_the_final_status_sends_nothing() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t11", "prompt": "p"}) is Outcome.DONE
+    sent = len(h.publisher.statuses)
+    assert h.run({"task_id": "t11", "prompt": "p"}) is Outcome.DONE
+    assert len(h.publisher.statuses) == sent, "a redelivered finished task must not repeat its statuses"
+    assert len(h.model.calls) == 1
+    assert h.progress.dropped == 1
+
+
+def test_result_without_marker_reemits_completed_once() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t12", "prompt": "p"}) is Outcome.DONE
+    del h.store.objects[RULES.final_marker("t12")]  # crashed after writing the result, before the marker
+    assert h.run({"task_id": "t12", "prompt": "p"}) is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 3, 1, 3]
+    assert len(h.model.calls) == 1
+    assert RULES.final_marker("t12") in h.store.objects
