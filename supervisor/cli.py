@@ -1,0 +1,106 @@
+"""``llm-supervisor [--env-file PATH]``: parse, validate, wire the parts, run the loop.
+
+Runs in the supervisor process (PID 1 in Docker, ``ExecStart`` under systemd). The CLI only parses
+and validates; :class:`supervisor.arbiter.Arbiter` does the work. A bad config stops start-up with one
+line naming the variable, and exit code CONFIG_ERROR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import random
+import selectors
+import socket
+import sys
+from functools import partial
+from pathlib import Path
+from typing import cast
+
+from llm_service import exit_codes
+from llm_service.config import Settings, load_settings
+from llm_service.errors import ConfigError
+from llm_service.logs import configure_logging
+from llm_service.status_table import StatusTable
+from supervisor.arbiter import Arbiter, Parts
+from supervisor.lag import LagMonitor
+from supervisor.limits import PsutilMeter
+from supervisor.sdnotify import Notifier
+from supervisor.spawn import ForkProcessOps, SystemClock, WorkerEntry, become_subreaper
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENTRY = "llm_worker.process:run_worker"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="llm-supervisor", description="Run the llm-service worker pool.")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="read settings from this .env file (default: ./.env when present)",
+    )
+    # Not for operators: the test suite runs the supervisor machinery with a fake worker.
+    parser.add_argument("--worker-entry", default=DEFAULT_ENTRY, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def load_entry(spec: str) -> WorkerEntry:
+    """Import ``module:function`` in the parent, before any fork, so a new worker starts in milliseconds."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        return cast(WorkerEntry, getattr(importlib.import_module(module_name), attr))
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"worker entry point {spec!r} cannot be loaded: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load = partial(load_settings, env_file=args.env_file)
+    try:
+        settings = load()
+        entry = load_entry(args.worker_entry)
+    except ConfigError as exc:
+        print(f"llm-supervisor: config error: {exc}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
+    configure_logging(
+        service="llm-supervisor",
+        log_format=settings.log_format,
+        level=settings.log_level,
+        log_file=settings.log_file,
+    )
+    return run(settings, entry=entry, load=load)
+
+
+def run(settings: Settings, *, entry: WorkerEntry, load: partial[Settings]) -> int:
+    if not become_subreaper():
+        log.debug("Not a child subreaper; orphans of workers go to init")
+    table = StatusTable.create(max(settings.worker_max_processes, settings.worker_processes))
+    selector = selectors.DefaultSelector()
+    parts = Parts(
+        table=table,
+        ops=ForkProcessOps(table=table, entry=entry),
+        clock=SystemClock(),
+        meter=PsutilMeter(),
+        notifier=Notifier.from_environ(os.environ, pid=os.getpid()),
+        load_settings=load,
+        hostname=socket.gethostname(),
+        rand=random.random,
+        selector=selector,
+        lag=LagMonitor(selector=selector),
+    )
+    try:
+        return Arbiter(settings=settings, parts=parts).run()
+    except ConfigError as exc:
+        log.error("Cannot start: %s", exc)
+        return exit_codes.CONFIG_ERROR
+    finally:
+        selector.close()
+        table.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

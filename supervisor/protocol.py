@@ -1,0 +1,55 @@
+"""The status socket's protocol: one JSON request per line, one JSON reply per line (CONTRACT.md).
+
+Shared by the supervisor (server side) and ``llmctl`` (client side); pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llm_service.errors import LlmServiceError
+
+COMMANDS = ("status", "health", "reload", "scale", "drain", "resume")
+MAX_LINE = 64 * 1024
+
+
+class ProtocolError(LlmServiceError):
+    """A request the supervisor cannot understand; answered with ``{"ok": false, "error": ...}``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    cmd: str
+    n: int | None = None
+
+
+def parse_request(line: bytes) -> Request:
+    try:
+        data = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cmd"), str):
+        raise ProtocolError('a request is a JSON object with a "cmd" string')
+    cmd = data["cmd"]
+    if cmd not in COMMANDS:
+        raise ProtocolError(f"unknown cmd {cmd!r}; one of {', '.join(COMMANDS)}")
+    if cmd != "scale":
+        return Request(cmd=cmd)
+    n = data.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ProtocolError('scale needs "n", a whole number of workers >= 0')
+    return Request(cmd=cmd, n=n)
+
+
+def encode_request(cmd: str, **args: Any) -> bytes:
+    return json.dumps({"cmd": cmd, **args}).encode() + b"\n"
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":"), default=str, allow_nan=False).encode() + b"\n"
+
+
+def error_reply(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}

@@ -1,0 +1,72 @@
+"""Fixtures for the supervisor's tests on the real stack: the session ``stack`` and the worker's harness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from devstack.stack import Stack
+from tests.supervisor.harness import Supervisor
+from tests.worker.harness import EmulatorControl, Names, StatusLog, create_topics, worker_env
+
+StartSupervisor = Callable[..., Supervisor]
+
+
+@pytest.fixture
+def names(stack: Stack, unique_name: str) -> Names:
+    created = Names.fresh(unique_name)
+    create_topics(stack, created, partitions=4)
+    return created
+
+
+@pytest.fixture
+def producer(stack: Stack) -> Iterator[KafkaProducer]:
+    client = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
+    yield client
+    client.close(timeout=10)
+
+
+@pytest.fixture
+def status_log(stack: Stack, names: Names) -> Iterator[StatusLog]:
+    reader = StatusLog(stack.kafka_bootstrap, names.status)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def emulator(stack: Stack) -> Iterator[EmulatorControl]:
+    control = EmulatorControl(stack.emulator_url)
+    yield control
+    control.restore()
+
+
+@pytest.fixture
+def start_real(service_env: dict[str, str], names: Names, tmp_path: Path) -> Iterator[StartSupervisor]:
+    """Start ``llm-supervisor`` with the real worker against the stack; TERM then KILL in teardown."""
+    started: list[Supervisor] = []
+
+    def start(env_file: Path | None = None, **overrides: str) -> Supervisor:
+        env = worker_env(
+            service_env,
+            names,
+            tmp_path,
+            KAFKA_SESSION_TIMEOUT_MS="10000",
+            WORKER_PROCESSES="2",
+            WORKER_MAX_CONCURRENT_TASKS="4",
+            WORKER_HEARTBEAT_TIMEOUT="30",
+            SUPERVISOR_STOP_MARGIN_S="5",
+            LIMIT_DISK_FREE_MB="1",
+        )
+        env.update(overrides)
+        sup = Supervisor(
+            env=env, tmp_path=tmp_path, fake=False, env_file=env_file, name=f"real{len(started)}"
+        )
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        sup.stop(timeout=60)

@@ -1,0 +1,237 @@
+"""The arbiter's commands and loop steps with fake processes, clock, meter and notifier: no fork, no sleep."""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm_service.config import Settings
+from llm_service.errors import ConfigError
+from llm_service.status_table import StatusTable, WorkerState
+from supervisor.arbiter import SAMPLE_S, Arbiter, Parts
+from supervisor.limits import HostReading, ProcReading
+from supervisor.protocol import Request
+from supervisor.sdnotify import Notifier
+from supervisor.slot import SlotState
+from tests.supervisor.fakes import FakeClock, FakeMeter, FakeOps, settings
+
+CONTRACT_WORKER_FIELDS = {
+    "slot",
+    "pid",
+    "state",
+    "restarts",
+    "in_flight",
+    "done",
+    "failed",
+    "tokens_used",
+    "cpu_percent",
+    "rss_mb",
+    "heartbeat_age_s",
+}
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__(address=None)
+        self.sent: list[str] = []
+
+    def send(self, *lines: str) -> None:
+        self.sent.append(lines[0])
+
+
+class World:
+    def __init__(self, tmp_path: Path, **overrides: object) -> None:
+        values: dict[str, object] = {
+            "worker_processes": 2,
+            "worker_max_processes": 4,
+            "supervisor_socket": tmp_path / "s.sock",
+            "limit_window_s": 4,
+        }
+        values.update(overrides)
+        self.settings = settings(**values)
+        self.next_settings: Settings | ConfigError = self.settings
+        self.table = StatusTable.create(4)
+        self.ops, self.clock, self.meter = FakeOps(), FakeClock(), FakeMeter()
+        self.notifier = RecordingNotifier()
+        self.selector = selectors.DefaultSelector()
+        parts = Parts(
+            table=self.table,
+            ops=self.ops,
+            clock=self.clock,
+            meter=self.meter,
+            notifier=self.notifier,
+            load_settings=self.load,
+            hostname="h",
+            rand=lambda: 0.5,
+            selector=self.selector,
+        )
+        self.arbiter = Arbiter(settings=self.settings, parts=parts)
+
+    def load(self) -> Settings:
+        if isinstance(self.next_settings, ConfigError):
+            raise self.next_settings
+        return self.next_settings
+
+    def run_workers(self) -> None:
+        for slot in self.arbiter.pool.live_slots():
+            self.table.writer(slot.index).update(
+                pid=slot.pid, state=WorkerState.RUNNING, heartbeat=self.clock.now
+            )
+
+    def step(self) -> None:
+        """One loop turn without the wait: what the arbiter does after select() returns."""
+        self.arbiter.handle_signals()
+        self.arbiter.reap_children()
+        self.arbiter.watch_workers()
+        self.arbiter.apply_limits()
+        self.arbiter.maintain_pool()
+        self.arbiter.assess_health()
+        self.arbiter.report()
+
+    def close(self) -> None:
+        self.table.close()
+        self.selector.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    w.arbiter.pool.fill()
+    w.run_workers()
+    w.step()
+    yield w
+    w.close()
+
+
+def test_ready_once_workers_run(world: World) -> None:
+    assert world.notifier.sent.count("READY=1") == 1
+    world.step()
+    assert world.notifier.sent.count("READY=1") == 1
+
+
+def test_status_reply_has_the_contract_fields(world: World) -> None:
+    reply = world.arbiter.handle_request(Request(cmd="status"))
+    assert reply["health"] == "ok" and reply["alerts"] == []
+    assert len(reply["workers"]) == 2
+    for row in reply["workers"]:
+        assert row.keys() >= CONTRACT_WORKER_FIELDS and row["state"] == "RUNNING"
+    assert set(reply["system"]) == {"cpu_percent", "ram_percent", "disk_free_mb"}
+    assert reply["config"]["WORKER_PROCESSES"] == 2
+
+
+def test_secrets_are_masked_in_status(tmp_path: Path) -> None:
+    w = World(tmp_path, gigachat_auth_key="c2VjcmV0", minio_secret_key="hunter2")
+    try:
+        text = str(w.arbiter.handle_request(Request(cmd="status")))
+        assert "hunter2" not in text and "c2VjcmV0" not in text
+    finally:
+        w.close()
+
+
+def test_bad_reload_keeps_the_old_config_with_one_clear_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.next_settings = ConfigError("WORKER_PROCESSES='two': must be a whole number")
+    reply = world.arbiter.reload("SIGHUP")
+    assert reply["ok"] is False and "WORKER_PROCESSES" in reply["error"]
+    assert world.arbiter.settings is world.settings
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "Reload (SIGHUP) rejected, keeping the old config: WORKER_PROCESSES='two': must be a whole number"
+    ]
+    assert world.notifier.sent[-2:] == ["RELOADING=1", "READY=1"]
+
+
+def test_pool_size_and_limits_apply_in_place(world: World) -> None:
+    world.next_settings = settings(
+        worker_processes=3,
+        worker_max_processes=4,
+        supervisor_socket=world.settings.supervisor_socket,
+        limit_window_s=4,
+        limit_cpu_percent=50,
+    )
+    reply = world.arbiter.reload("llmctl")
+    assert reply == {
+        "ok": True,
+        "changed": ["WORKER_PROCESSES", "LIMIT_CPU_PERCENT"],
+        "rolling_restart": False,
+    }
+    world.step()
+    assert [s.state for s in world.arbiter.pool.slots[:3]] == [SlotState.RUNNING] * 2 + [SlotState.STARTING]
+
+
+def test_worker_visible_change_rolls_one_at_a_time_then_ready(world: World) -> None:
+    world.next_settings = settings(
+        worker_processes=2,
+        worker_max_processes=4,
+        limit_window_s=4,
+        supervisor_socket=world.settings.supervisor_socket,
+        gigachat_model="GigaChat-Pro",
+    )
+    assert world.arbiter.reload("SIGHUP")["rolling_restart"] is True
+    for _ in range(2):
+        world.step()
+        draining = [s for s in world.arbiter.pool.slots if s.state is SlotState.DRAINING]
+        assert len(draining) == 1
+        world.ops.exit(draining[0].pid, code=0)
+        world.step()
+        world.run_workers()
+        world.step()
+    sent = world.notifier.sent
+    assert "READY=1" in sent[sent.index("RELOADING=1") :]
+    assert all(r.settings.gigachat_model == "GigaChat-Pro" for _, r in world.ops.spawned[-2:])
+
+
+def test_two_step_stop(world: World) -> None:
+    pids = world.arbiter.pool.pids()
+    world.arbiter.stop(fast=False, why="SIGTERM")
+    assert all(world.ops.sent(p) == ["SIGTERM"] for p in pids)
+    assert "STOPPING=1" in world.notifier.sent
+    world.arbiter.stop(fast=False, why="SIGTERM")
+    assert all(world.ops.sent(p) == ["SIGTERM", "SIGKILL"] for p in pids)
+    for pid in pids:
+        world.ops.exit(pid, sig=signal.SIGKILL)
+    world.step()
+    assert world.arbiter.finished() and world.arbiter.pool.unclean_stop
+
+
+def test_drain_and_resume_go_through_the_control_area(world: World) -> None:
+    assert world.arbiter.handle_request(Request(cmd="drain")) == {"ok": True, "intake_paused": True}
+    world.step()
+    assert all(world.table.read(i).intake_paused for i in range(2))
+    assert world.arbiter.handle_request(Request(cmd="health"))["health"] == "degraded"
+    world.arbiter.handle_request(Request(cmd="resume"))
+    world.step()
+    assert not any(world.table.read(i).intake_paused for i in range(2))
+
+
+def test_scale_is_bounded(world: World) -> None:
+    assert world.arbiter.handle_request(Request(cmd="scale", n=9))["ok"] is False
+    assert world.arbiter.handle_request(Request(cmd="scale", n=4)) == {"ok": True, "workers": 4}
+    world.step()
+    assert sum(s.live for s in world.arbiter.pool.slots) == 4
+
+
+def test_rss_over_soft_limit_recycles_and_host_load_caps(world: World) -> None:
+    pid = world.arbiter.pool.slots[0].pid
+    world.meter.procs[pid] = ProcReading(cpu_percent=5, rss_mb=2000)
+    world.meter.host_reading = HostReading(cpu_percent=85, ram_percent=10, disk_free_mb=50_000)
+    for _ in range(4):
+        world.clock.advance(SAMPLE_S)
+        world.run_workers()
+        world.step()
+    assert world.arbiter.pool.slots[0].state is SlotState.DRAINING and world.ops.sent(pid) == ["SIGTERM"]
+    assert world.table.read(1).concurrency_cap == 4
+
+
+def test_signals_map_to_commands(world: World) -> None:
+    for sig in (signal.SIGTTIN, signal.SIGTTIN, signal.SIGTTOU):
+        world.arbiter._on_signal(sig)
+    assert world.arbiter.pool.wanted == 3
+    world.arbiter._on_signal(signal.SIGUSR1)
+    assert all(world.ops.sent(p) == ["SIGUSR1"] for p in world.arbiter.pool.pids())

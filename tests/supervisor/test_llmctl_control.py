@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmctl.control import render_table
+from supervisor.protocol import Request
+from tests.supervisor.test_arbiter import World
+
+
+def test_table_has_a_row_per_worker_with_the_contract_columns(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    try:
+        world.arbiter.pool.fill()
+        world.run_workers()
+        world.step()
+        world.table.writer(0).task_started("a-1")
+        text = render_table(world.arbiter.handle_request(Request(cmd="status")))
+    finally:
+        world.close()
+    lines = text.splitlines()
+    assert lines[0].startswith("health: ok   workers: 2/2")
+    assert lines[1].split() == [
+        "SLOT",
+        "PID",
+        "STATE",
+        "RESTARTS",
+        "IN_FLIGHT",
+        "DONE",
+        "FAILED",
+        "TOKENS",
+        "CPU%",
+        "RSS_MB",
+        "HEARTBEAT_S",
+        "KAFKA",
+        "BREAKER",
+    ]
+    assert [line.split()[2] for line in lines[2:4]] == ["RUNNING", "RUNNING"]
+    assert "a-1  RECEIVED" in lines[4]

@@ -1,0 +1,239 @@
+"""``llm-supervisor`` with the real worker on the real stack (Kafka, S3, the GigaChat emulator).
+
+The must-show behaviours of issue 4: kill -9 healed in under a second with the partitions consumed
+again within 5 s (static membership) and no task lost; SIGHUP and SIGTERM under load with zero FAILED
+and zero lost; one group member per worker, following ``llmctl scale``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from devstack.stack import Stack
+from tests.supervisor.conftest import StartSupervisor
+from tests.supervisor.harness import Supervisor, wait_until
+from tests.worker.harness import EmulatorControl, Names, StatusLog, task_bytes
+
+pytestmark = pytest.mark.stack
+
+
+def submit(producer: KafkaProducer, names: Names, prefix: str, n: int) -> list[str]:
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    for task_id in ids:
+        producer.send(names.tasks, key=task_id.encode(), value=task_bytes(task_id, prompt=f"say {task_id}"))
+    producer.flush(timeout=30)
+    return ids
+
+
+def assert_all_completed(status_log: StatusLog, ids: list[str], timeout: float = 120) -> None:
+    finals = status_log.wait_finals(ids, timeout=timeout)
+    failed = {t: e for t, events in finals.items() for e in events if e["status"] != 3}
+    assert not failed, f"{len(failed)} tasks did not complete: {list(failed.items())[:3]}"
+
+
+def started_by(status_log: StatusLog, worker_id: str) -> bool:
+    status_log.read(0.05)
+    return any(e["worker_id"] == worker_id for e in status_log.events())
+
+
+def members(stack: Stack, group: str) -> int:
+    out = stack.kafka_tool(
+        "kafka-consumer-groups",
+        "--bootstrap-server",
+        stack.kafka_bootstrap,
+        "--describe",
+        "--group",
+        group,
+        "--members",
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.startswith(group))
+
+
+def test_kill_9_under_load_heals_fast_and_loses_nothing(
+    start_real: StartSupervisor,
+    producer: KafkaProducer,
+    names: Names,
+    status_log: StatusLog,
+    emulator: EmulatorControl,
+) -> None:
+    emulator.config(latency=0.3)
+    sup = start_real()
+    old = sup.running(2, timeout=60)[1]
+    ids = submit(producer, names, "k9", 300)
+    wait_until(lambda: started_by(status_log, old["worker_id"]), timeout=30, what="slot 1 working")
+    killed_at = time.monotonic()
+    os.kill(old["pid"], signal.SIGKILL)
+    new = wait_until(
+        lambda: next(
+            (w for w in sup.workers() if w["slot"] == 1 and w["pid"] not in (None, old["pid"])), None
+        ),
+        timeout=1.0,
+        what="a new pid in slot 1",
+    )
+    respawn_s = time.monotonic() - killed_at
+    wait_until(
+        lambda: started_by(status_log, f"{new['worker_id']}"),
+        timeout=5.0,
+        what="slot 1 consuming again",
+        step=0,
+    )
+    resume_s = time.monotonic() - killed_at
+    assert respawn_s < 1.0 and resume_s < 5.0
+    assert_all_completed(status_log, ids)
+
+
+def test_sighup_under_load_replaces_workers_without_failures(
+    *,
+    start_real: StartSupervisor,
+    producer: KafkaProducer,
+    names: Names,
+    status_log: StatusLog,
+    emulator: EmulatorControl,
+    tmp_path: Path,
+) -> None:
+    emulator.config(latency=0.2)
+    env_file = tmp_path / "service.env"
+    env_file.write_text("GIGACHAT_MODEL=GigaChat\n")
+    sup = start_real(env_file=env_file)
+    old = {w["pid"] for w in sup.running(2, timeout=60)}
+    ids = submit(producer, names, "hup", 200)
+    wait_until(lambda: sum(w["done"] for w in sup.workers()) > 10, timeout=30, what="work under way")
+    env_file.write_text("GIGACHAT_MODEL=GigaChat-Pro\n")
+    sup.signal(signal.SIGHUP)
+    wait_until(
+        lambda: all(w["pid"] not in old and w["state"] == "RUNNING" for w in sup.workers()),
+        timeout=90,
+        what="both workers replaced",
+    )
+    assert_all_completed(status_log, ids)
+    assert "Rolling restart finished" in sup.log_text()
+
+
+def test_sigterm_under_load_completes_in_flight_and_exits_0(
+    *,
+    start_real: StartSupervisor,
+    producer: KafkaProducer,
+    names: Names,
+    status_log: StatusLog,
+    emulator: EmulatorControl,
+    stack: Stack,
+) -> None:
+    emulator.config(latency=1.0)
+    sup = start_real(WORKER_DRAIN_TIMEOUT="20")
+    sup.running(2, timeout=60)
+    ids = submit(producer, names, "term", 40)
+    rows = wait_until(
+        lambda: (rows := sup.workers()) and all(w["in_flight"] for w in rows) and rows,
+        timeout=30,
+        what="tasks in flight in both workers",
+    )
+    in_flight = {t["task_id"] for w in rows for t in w.get("tasks", [])}
+    began = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(timeout=20 + 5 + 5) == 0
+    assert time.monotonic() - began < 25
+    assert_all_completed(status_log, sorted(in_flight), timeout=10)
+    again = Supervisor(env=sup.env, tmp_path=Path(sup.socket).parent, fake=False, name="again")
+    try:
+        again.running(2, timeout=60)
+        assert_all_completed(status_log, ids, timeout=120)
+        finals = status_log.finals()
+        assert all(len(finals[t]) == 1 for t in in_flight), "a task finished before the stop was redone"
+    finally:
+        again.stop(timeout=60)
+
+
+def test_one_group_member_per_worker_following_scale(
+    start_real: StartSupervisor, names: Names, stack: Stack
+) -> None:
+    sup = start_real()
+    sup.running(2, timeout=60)
+    wait_until(lambda: members(stack, names.group) == 2, timeout=30, what="2 members")
+    scale = subprocess.run(
+        ["llmctl", "scale", "4", "--socket", sup.socket],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=sup.env,
+        check=False,
+    )
+    assert scale.returncode == 0, scale.stderr
+    sup.running(4, timeout=60)
+    wait_until(lambda: members(stack, names.group) == 4, timeout=30, what="4 members")
+    subprocess.run(
+        ["llmctl", "scale", "2", "--socket", sup.socket],
+        check=True,
+        timeout=30,
+        env=sup.env,
+        capture_output=True,
+    )
+    sup.running(2, timeout=60)
+    # Well inside the 10 s session timeout: a retired slot leaves the group instead of idling there.
+    wait_until(lambda: members(stack, names.group) == 2, timeout=6, what="2 members again")
+
+
+def test_llmctl_status_lists_every_worker_with_the_contract_fields(start_real: StartSupervisor) -> None:
+    sup = start_real()
+    sup.running(2, timeout=60)
+    out = subprocess.run(
+        ["llmctl", "status", "--socket", sup.socket],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=sup.env,
+        check=True,
+    ).stdout
+    reply = json.loads(out)  # not a TTY: JSON
+    fields = {
+        "slot",
+        "pid",
+        "state",
+        "restarts",
+        "in_flight",
+        "done",
+        "failed",
+        "tokens_used",
+        "cpu_percent",
+        "rss_mb",
+        "heartbeat_age_s",
+    }
+    assert len(reply["workers"]) == 2 and all(fields <= w.keys() for w in reply["workers"])
+    assert all(w["conn"]["kafka"] == "UP" for w in reply["workers"])
+    assert reply["config"]["MINIO_SECRET_KEY"] == "***"
+
+
+def test_lag_probe_reports_the_age_of_the_oldest_unprocessed_task(
+    stack: Stack, names: Names, producer: KafkaProducer
+) -> None:
+    submit(producer, names, "lag", 3)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.lag_probe",
+            "--bootstrap",
+            stack.kafka_bootstrap,
+            "--group",
+            names.group,
+            "--topic",
+            names.tasks,
+            "--timeout",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(probe.stdout)
+    assert "error" not in result, result["error"]
+    assert result["lag_messages"] == 3 and 0 <= result["lag_s"] < 60
