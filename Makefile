@@ -5,7 +5,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # Console scripts (llm-devstack, kafka-consumer-groups, ...) resolve from the venv in every recipe.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test check lint format typecheck stack-up stack-down stack-status provision bench clean
+.PHONY: install run stop test check lint format typecheck stack-up stack-down stack-status provision bench clean
 
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,22 @@ install: $(VENV)/.installed
 provision: install
 	llm-devstack provision
 
-## Start the local stack (real Kafka, real S3 server, GigaChat emulator) and say how to reach it.
+EXAMPLE_PROMPT ?= Перескажи документ в двух-трёх предложениях.
+# Every recipe line that talks to the service first points the shell at the local stack.
+STACK_ENV = eval "$$(llm-devstack env)"
+
+## Set up everything, start the stack and the service, submit the example tasks, show results and status.
 run: install
 	llm-devstack up
+	llm-devstack service start
+	$(STACK_ENV) && llmctl submit examples/docs --prompt "$(EXAMPLE_PROMPT)" --wait --timeout 300
+	$(STACK_ENV) && llmctl status
+	@echo
+	@echo 'The service keeps running. Point a shell at it: eval "$$(llm-devstack env)"; stop it: make stop'
+
+## Stop the service and the stack.
+stop: install
+	llm-devstack down
 
 stack-up: install
 	llm-devstack up

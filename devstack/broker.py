@@ -66,6 +66,17 @@ logger.raftserver.level = INFO
 _JVM_FLAGS = ["-Xms512m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: URL-safe base64 of 16 random bytes, as Kafka's Uuid parses it.
+
+    One starting with '-' is drawn again: StorageTool's argument parser would take it for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     def __init__(self, *, cache: Path, run_dir: Path, port: int, controller_port: int) -> None:
         self.cache = cache
@@ -90,7 +101,7 @@ class KafkaBroker:
         self._write_config()
         classpath = f"{libs}/*"
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             fmt = ManagedProcess("kafka-format", self.dir)
             fmt.start(
                 [

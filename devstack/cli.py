@@ -1,4 +1,4 @@
-"""``llm-devstack up|down|status|env|provision``: the local stack on 127.0.0.1.
+"""``llm-devstack up|down|status|env|provision|service``: the local stack on 127.0.0.1.
 
 Parses, validates and calls :class:`devstack.stack.Stack`; nothing else lives here.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from devstack.paths import cache_dir, default_state_dir
 from devstack.provision import provision_all
+from devstack.service import LocalService, uses_real_gigachat
 from devstack.stack import Stack, StackPorts
 from llm_service.errors import StackError
 
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ARG",
         help="pass an option to llm-gigachat-emulator, e.g. --emulator-arg=--latency=0.5",
     )
-    sub.add_parser("down", help="stop every process of the stack")
+    sub.add_parser("down", help="stop every process of the stack (and the service, if started)")
+    service = sub.add_parser("service", help="run llm-supervisor in the background on the stack")
+    service.add_argument("action", choices=["start", "stop"])
     sub.add_parser("status", help="which processes run; exit 0 when all do")
     sub.add_parser("env", help="print export lines that point the service at the stack")
     sub.add_parser("provision", help="only download Kafka and build the S3 server into the cache")
@@ -87,7 +90,11 @@ def _run(args: argparse.Namespace, *, cache: Path, state_dir: Path) -> int:
         _print_reach(stack)
         return 0
     stack = Stack(cache=cache, state_dir=state_dir)
+    service = LocalService(stack=stack)
+    if args.command == "service":
+        return _service(service, args.action)
     if args.command == "down":
+        service.stop()
         stack.down()
         print("stack stopped")
         return 0
@@ -97,8 +104,22 @@ def _run(args: argparse.Namespace, *, cache: Path, state_dir: Path) -> int:
             if name != "any":
                 print(f"{name:18} {'running' if running else 'stopped'}")
         return 0 if all(v for k, v in states.items() if k != "any") else 1
-    for name, value in stack.env().items():
+    for name, value in service.env().items():
         print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _service(service: LocalService, action: str) -> int:
+    if action == "stop":
+        service.stop()
+        print("service stopped")
+        return 0
+    backend = "the real GigaChat" if uses_real_gigachat(service.environ) else "the GigaChat emulator"
+    if service.start():
+        print(f"llm-supervisor started against {backend}; log: {service.proc.log_file}")
+    else:
+        print("llm-supervisor already running; nothing changed")
+    print(f"  status:  SUPERVISOR_SOCKET={service.socket_path} llmctl status")
     return 0
 
 

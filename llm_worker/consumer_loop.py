@@ -78,6 +78,7 @@ class ConsumerLoop:
         stop: StopFlags,
         breaker_state: Callable[[], Breaker],
         on_turn: Callable[[], None] = lambda: None,
+        show_title: Callable[[int, str], None] = lambda busy, note: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -89,6 +90,8 @@ class ConsumerLoop:
         self._stop = stop
         self._breaker_state = breaker_state
         self._on_turn = on_turn
+        self._show_title = show_title
+        self._title = (-1, "")
         self._clock = clock
         self._wall_clock = wall_clock
         self._inflight: InFlight[TopicPartition, ConsumerRecord] = InFlight()
@@ -207,6 +210,13 @@ class ConsumerLoop:
             breaker=breaker,
             oldest_pending_ts=oldest or 0.0,
         )
+        title = (
+            self._inflight.running(),
+            "breaker open" if breaker is Breaker.OPEN else "paused" if paused else "",
+        )
+        if title != self._title:  # ps shows it; a syscall per change, not per turn
+            self._title = title
+            self._show_title(*title)
 
     # --- task threads ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from types import FrameType
 from llm_service import exit_codes, log_lines
 from llm_service.config import Settings
 from llm_service.logs import reopen_log_files
+from llm_service.proctitle import set_worker_title
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.bootstrap import Clients, bootstrap
 from llm_worker.consumer_loop import ConsumerLoop, LoopConfig
@@ -107,7 +108,7 @@ def run_worker(
         return outcome
     clients = outcome
     try:
-        return _serve(settings, clients, status, signals, worker_id)
+        return _serve(settings, clients, status, signals, worker_id=worker_id, slot=slot)
     except Exception:  # the process boundary: log with the traceback, exit as crashed
         log.exception("Worker %s crashed", worker_id)
         return exit_codes.CRASHED
@@ -119,7 +120,9 @@ def run_worker(
         log.info("Worker %s stopped", worker_id)
 
 
-def _serve(settings: Settings, clients: Clients, status: SlotWriter, signals: Signals, worker_id: str) -> int:
+def _serve(
+    settings: Settings, clients: Clients, status: SlotWriter, signals: Signals, *, worker_id: str, slot: int
+) -> int:
     """Wire the pipeline and the consumer loop to the clients, and run the loop until a stop."""
     clients.breaker.on_change(
         lambda state: status.update(
@@ -141,6 +144,9 @@ def _serve(settings: Settings, clients: Clients, status: SlotWriter, signals: Si
         stop=signals,
         breaker_state=lambda: clients.breaker.state,
         on_turn=lambda: _housekeeping(signals),
+        show_title=lambda busy, note: set_worker_title(
+            slot, busy=busy, capacity=settings.worker_max_concurrent_tasks, note=note
+        ),
     )
     loop.subscribe()
     status.update(state=WorkerState.RUNNING)

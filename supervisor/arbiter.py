@@ -20,6 +20,7 @@ from typing import Any
 from llm_service.config import Settings
 from llm_service.errors import ConfigError
 from llm_service.logs import configure_logging, reopen_log_files
+from llm_service.proctitle import set_supervisor_title
 from llm_service.status_table import SlotSnapshot, StatusTable
 from supervisor import status as status_view
 from supervisor.control_socket import ControlServer
@@ -37,7 +38,6 @@ from supervisor.limits import (
     shed_cap,
 )
 from supervisor.pool import Pool
-from supervisor.proctitle import set_supervisor_title
 from supervisor.protocol import Request, error_reply
 from supervisor.reconfig import compare
 from supervisor.sdnotify import Notifier, monotonic_usec

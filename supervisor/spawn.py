@@ -28,8 +28,8 @@ from typing import NoReturn, Protocol
 from llm_service import exit_codes
 from llm_service.config import Settings
 from llm_service.logs import configure_logging
+from llm_service.proctitle import set_worker_title
 from llm_service.status_table import SlotWriter, StatusTable, WorkerState
-from supervisor.proctitle import set_worker_title
 
 log = logging.getLogger(__name__)
 

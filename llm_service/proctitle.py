@@ -2,8 +2,8 @@
 
 ``llm-supervisor: 2 workers, ok`` for the supervisor (set from its main loop) and
 ``llm-worker[2]: 3/8 busy`` for a worker. :func:`set_worker_title` is for the worker process: the
-supervisor sets the first title right after fork, the worker loop may refresh it (cheap; call it
-when the number of tasks in flight changes).
+supervisor sets the first title right after fork, the worker's consumer loop refreshes it when the
+number of tasks in flight or its state changes. Shared by both processes, hence here.
 """
 
 from __future__ import annotations
