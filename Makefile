@@ -49,6 +49,12 @@ stack-status: install
 test: provision
 	pytest
 
+## Benchmarks: each prints JSON figures (run on an otherwise idle machine).
+bench: provision
+	python bench/emulator_latency.py
+	python bench/worker_throughput.py
+	python -m bench.restart_latency
+
 lint: install
 	ruff check .
 	ruff format --check .

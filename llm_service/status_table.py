@@ -338,10 +338,7 @@ class SlotWriter:
         """Move a task out of flight and into the done or failed counters and the averages."""
         with self._lock:
             self._begin()
-            if entry >= 0:
-                self._buf[self._task_pos(entry) + 8] = Stage.FREE
-                self._free_entries.append(entry)
-            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
+            self._release(entry)
             counter = "done" if ok else "failed"
             finished = int(self._get(counter)) + 1
             self._put(counter, finished)
@@ -356,11 +353,15 @@ class SlotWriter:
         """Move a task out of flight without an outcome: handed back, or already finished elsewhere."""
         with self._lock:
             self._begin()
-            if entry >= 0:
-                self._buf[self._task_pos(entry) + 8] = Stage.FREE
-                self._free_entries.append(entry)
-            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
+            self._release(entry)
             self._begin()
+
+    def _release(self, entry: int) -> None:
+        """Free a task entry and count one task less in flight; inside a write (lock held, seq odd)."""
+        if entry >= 0:
+            self._buf[self._task_pos(entry) + 8] = Stage.FREE
+            self._free_entries.append(entry)
+        self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
 
     def _task_pos(self, entry: int) -> int:
         return self._base + _TASKS_AT + entry * _TASK.size

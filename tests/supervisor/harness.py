@@ -10,26 +10,14 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llmctl.control import Unreachable, request
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_ENTRY = "tests.supervisor.fake_worker:run"
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
 
 
 class Supervisor:

@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from devstack.stack import Stack
+from tests.waiting import wait_until
 
 FINAL = (3, 4)
 
@@ -50,18 +51,6 @@ class Names:
             "KAFKA_GROUP_ID": self.group,
             "MINIO_OUTPUT_PREFIX": self.prefix,
         }
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, step: float = 0.1) -> Any:
-    """Poll ``condition`` until it returns something truthy; AssertionError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(step)
 
 
 def hold_for(condition: Callable[[], Any], *, seconds: float, what: str, step: float = 0.2) -> None:
