@@ -33,6 +33,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from llm_service import exit_codes
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
+from llm_worker.join_guard import REBALANCE_POLL_MS, JoinGuard
 from llm_worker.pipeline import Outcome, Record, TaskContext, TaskPipeline
 from llm_worker.rebalance import RebalanceListener, loop_sleep
 
@@ -99,6 +100,7 @@ class ConsumerLoop:
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
+        self._join_guard = JoinGuard(consumer)
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._config.topic], listener=RebalanceListener(owner=self))
@@ -163,12 +165,13 @@ class ConsumerLoop:
         return blocked
 
     def _poll(self, paused: bool) -> dict[TopicPartition, list[ConsumerRecord]]:
+        rebalancing = self._join_guard.rebalancing()
         if paused:
             self._inflight.wait_completion(PAUSED_WAIT_S)
-            if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
+            if not rebalancing and self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
                 return {}
         free = self._capacity() - self._inflight.running() - self._inflight.backlog()
-        timeout_ms = 10 if paused else int(self._config.poll_timeout_s * 1000)
+        timeout_ms = self._poll_timeout_ms(paused, rebalancing)
         self._last_poll = self._clock()
         try:
             records: dict[TopicPartition, list[ConsumerRecord]] = self._consumer.poll(
@@ -179,8 +182,15 @@ class ConsumerLoop:
         except KafkaError as exc:
             self._kafka_error("poll", exc)
             return {}
+        finally:
+            self._join_guard.after_poll()
         self._status.update(conn_kafka=Conn.UP)
         return records
+
+    def _poll_timeout_ms(self, paused: bool, rebalancing: bool) -> int:
+        """Short polls while paused, but long enough for a join to finish while one is under way."""
+        timeout_ms = 10 if paused else int(self._config.poll_timeout_s * 1000)
+        return max(timeout_ms, REBALANCE_POLL_MS) if rebalancing else timeout_ms
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if not records:
@@ -320,12 +330,16 @@ class ConsumerLoop:
         self._pause_all()  # partitions assigned during the drain must not deliver either
         self._last_poll = self._clock()
         try:
-            records = self._consumer.poll(timeout_ms=10, max_records=1)
+            records = self._consumer.poll(
+                timeout_ms=self._poll_timeout_ms(True, self._join_guard.rebalancing()), max_records=1
+            )
         except FencedInstanceIdError:
             raise
         except KafkaError as exc:
             self._kafka_error("poll", exc)
             return
+        finally:
+            self._join_guard.after_poll()
         if records:
             self._take(records)  # held, never started: stays uncommitted for the next owner
             self._inflight.drop_backlog(records)

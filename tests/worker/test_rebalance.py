@@ -4,10 +4,14 @@ nothing runs twice."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from tests.worker.conftest import Testbed
-from tests.worker.harness import send, task_bytes, wait_until
+from tests.worker.harness import Names, WorkerProcess, create_topics, send, task_bytes, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -33,3 +37,44 @@ def test_scale_up_moves_partitions_without_losing_or_repeating_tasks(bed: Testbe
     wait_until(
         lambda: "Failed to process" not in first.log_text() + second.log_text(), timeout=1, what="no failure"
     )
+
+
+def test_two_workers_starting_together_both_own_partitions_and_commit(bed: Testbed) -> None:
+    """Two workers join a fresh group ~20 ms apart under load; within 6 s (session timeout 10 s) both
+    own partitions and commits go through. Without llm_worker/join_guard.py a worker sometimes kept
+    every partition with its join result unapplied, could not commit, and was expelled only after
+    the session timeout (docs/worker.md, "A rebalance kafka-python forgot"). Three fresh groups per run,
+    because the race is timing-dependent."""
+    bed.emulator.config(latency=1.0)
+    admin = KafkaAdminClient(bootstrap_servers=bed.stack.kafka_bootstrap)
+    try:
+        for attempt in range(3):
+            names = Names.fresh(f"{bed.names.group}-{attempt}")
+            create_topics(bed.stack, names, partitions=4)
+            for i in range(40):
+                task_id = f"{names.group}-t{i:02d}"
+                send(bed.producer, names.tasks, task_bytes(task_id, prompt="Hi"), key=task_id.encode())
+            env = bed.env(**names.env(), KAFKA_SESSION_TIMEOUT_MS="10000", WORKER_MAX_CONCURRENT_TASKS="8")
+            workers: list[WorkerProcess] = []
+            for slot in (1, 0):
+                workers.append(bed.start_worker(env, slot=slot, name=f"together{attempt}-{slot}"))
+                time.sleep(0.02)
+            for worker in workers:
+                worker.wait_for_log("Worker started, listening to Kafka topic", timeout=60)
+            began = time.monotonic()
+
+            def settled(names: Names = names, workers: list[WorkerProcess] = workers) -> bool:
+                if not all("Partitions assigned" in w.log_text() for w in workers):
+                    return False
+                try:
+                    offsets = admin.list_group_offsets(names.group).get(names.group, {})
+                except KafkaError:  # the group's coordinator is still loading
+                    return False
+                return sum(max(0, o.offset) for o in offsets.values()) >= 8
+
+            wait_until(settled, timeout=6, what=f"both own partitions, commit (group {attempt})", step=0.2)
+            assert time.monotonic() - began < 6
+            for worker in workers:
+                assert worker.stop(timeout=30) == 0
+    finally:
+        admin.close()

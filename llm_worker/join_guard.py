@@ -1,0 +1,67 @@
+"""A guard against a kafka-python 3.0.12 bug that leaves a finished rebalance unapplied.
+
+``BaseCoordinator.join_group_async`` runs the JoinGroup → SyncGroup round trip as a task on the IO
+loop and awaits it with the caller's ``poll`` timeout. When the timeout expires first, the task goes
+on alone; only the awaiting coroutine applies its result (state STABLE, heartbeats on again,
+``_on_join_complete_async``: the new assignment and the rebalance listener). The next ``poll``
+re-enters ``join_group_async`` only if ``need_rejoin()`` is still true. When the rejoin was requested
+because the leader's metadata snapshot changed (the usual case for the first member of a fresh group:
+it assigned before it knew the topic's partitions), ``_perform_assignment`` inside that very task
+clears the reason, so nobody ever applies the result: the member stays REBALANCING with heartbeats
+off, keeps fetching its old partitions, every commit fails with RebalanceInProgressError, and the
+broker expels it after the session timeout (docs/worker.md, "Rebalances").
+
+The guard runs on the consumer thread right after each ``poll``: if the join task is done but the
+member is still REBALANCING, the result is orphaned, so it requests a rejoin; the next ``poll`` then
+joins again (a fresh JoinGroup) and applies that round. It also tells the loop when a rebalance is
+under way, so the loop polls long enough for a join to finish while it waits (``REBALANCE_POLL_MS``).
+
+Uses private kafka-python API (``_coordinator``, ``_join_task``): kafka-python is pinned to
+>=3.0.12,<3.1 in setup.cfg.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka.structs import MemberState
+
+log = logging.getLogger(__name__)
+
+REBALANCE_POLL_MS = 500  # poll timeout while a rebalance is under way (instead of 10 ms while paused)
+
+
+class JoinGuard:
+    """Watches the consumer's group coordinator; created and used on the consumer thread only."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self.rejoins = 0  # orphaned join results found (and rejoined)
+
+    def _coordinator(self) -> Any:
+        return getattr(self._consumer, "_coordinator", None)
+
+    def rebalancing(self) -> bool:
+        """True while the member is joining or must join: poll long enough for the join to finish."""
+        coordinator = self._coordinator()
+        if coordinator is None:
+            return False
+        return bool(coordinator.state is not MemberState.STABLE or coordinator.need_rejoin())
+
+    def after_poll(self) -> bool:
+        """Call right after ``poll`` returned; returns True if an orphaned join result was found."""
+        coordinator = self._coordinator()
+        if coordinator is None:
+            return False
+        task = getattr(coordinator, "_join_task", None)
+        if task is None or not task.is_done or coordinator.state is not MemberState.REBALANCING:
+            return False
+        # poll has returned, so no join_group_async awaits this task any more: its result is lost.
+        self.rejoins += 1
+        log.warning(
+            "The Kafka client finished a rebalance after poll gave up waiting and never applied it "
+            "(kafka-python join_group_async); rejoining the group"
+        )
+        coordinator.request_rejoin()
+        return True
