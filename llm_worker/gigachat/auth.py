@@ -81,14 +81,7 @@ class TokenProvider:
         self._session = session
         self._clock = clock
         self._wall_clock = wall_clock
-        self._retrier = Retrier(
-            attempts=settings.gigachat_call_attempts,
-            base_s=settings.gigachat_backoff_base_s,
-            max_s=settings.gigachat_backoff_max_s,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
-        )
+        self._retrier = Retrier.from_settings(settings, clock=clock, sleep=sleep, rng=rng)
         self._lock = threading.Lock()
         # Replaced whole (never mutated), so readers outside the lock see an old or a new token.
         self._cached: _Token | None = None

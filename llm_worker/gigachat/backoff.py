@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from llm_service.config import Settings
 from llm_service.errors import TransientTaskError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,25 @@ class Retrier:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> Retrier:
+        """The retry budget of one GigaChat call (GIGACHAT_CALL_ATTEMPTS, GIGACHAT_BACKOFF_*)."""
+        return cls(
+            attempts=settings.gigachat_call_attempts,
+            base_s=settings.gigachat_backoff_base_s,
+            max_s=settings.gigachat_backoff_max_s,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
 
     def delay(self, failures: int, retry_after: float | None) -> float:
         """The pause after the ``failures``-th failure: Retry-After if given, else full jitter.

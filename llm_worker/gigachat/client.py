@@ -111,14 +111,7 @@ class GigaChatClient:
         self._tokens = TokenProvider(
             settings=settings, session=self._session, clock=clock, wall_clock=wall_clock, sleep=sleep, rng=rng
         )
-        self._retrier = Retrier(
-            attempts=settings.gigachat_call_attempts,
-            base_s=settings.gigachat_backoff_base_s,
-            max_s=settings.gigachat_backoff_max_s,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
-        )
+        self._retrier = Retrier.from_settings(settings, clock=clock, sleep=sleep, rng=rng)
 
     @property
     def tokens(self) -> TokenProvider:

@@ -19,6 +19,23 @@ from tests.waiting import wait_until
 REPO = Path(__file__).resolve().parents[2]
 FAKE_ENTRY = "tests.supervisor.fake_worker:run"
 
+# The worker fields every `status` reply must carry (CONTRACT.md, "Status socket").
+CONTRACT_WORKER_FIELDS = frozenset(
+    {
+        "slot",
+        "pid",
+        "state",
+        "restarts",
+        "in_flight",
+        "done",
+        "failed",
+        "tokens_used",
+        "cpu_percent",
+        "rss_mb",
+        "heartbeat_age_s",
+    }
+)
+
 
 class Supervisor:
     """One ``llm-supervisor`` process (the installed console script) and its socket."""

@@ -19,20 +19,7 @@ from supervisor.protocol import Request
 from supervisor.sdnotify import Notifier
 from supervisor.slot import SlotState
 from tests.supervisor.fakes import FakeClock, FakeMeter, FakeOps, settings
-
-CONTRACT_WORKER_FIELDS = {
-    "slot",
-    "pid",
-    "state",
-    "restarts",
-    "in_flight",
-    "done",
-    "failed",
-    "tokens_used",
-    "cpu_percent",
-    "rss_mb",
-    "heartbeat_age_s",
-}
+from tests.supervisor.harness import CONTRACT_WORKER_FIELDS
 
 
 class RecordingNotifier(Notifier):
