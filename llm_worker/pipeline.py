@@ -4,7 +4,7 @@ FAILED plus a dead letter.
 
 Exactly one final status per task, across crashes: a worker killed after its final status was
 acknowledged but before the offset was committed leaves a redelivery behind. Once the final status
-is acknowledged, the pipeline writes a small marker object (``TaskRules.final_marker``); a redelivered
+is acknowledged, the pipeline writes a small marker object (``ObjectRef.final_marker``); a redelivered
 task that finds it ends quietly. Only a crash in the few milliseconds between the acknowledgement and
 the marker can still repeat a final status, instead of the whole commit interval.
 
@@ -270,7 +270,7 @@ class TaskPipeline:
     def _already_final(self, run: _Run) -> bool:
         """A redelivery of a task whose final status is already out: nothing more to send."""
         marker: dict[str, Any] | None = self._with_retries(
-            lambda: self._storage.read_json(self._rules.final_marker(run.spec.task_id)), run, run.deadline
+            lambda: self._storage.read_json(run.spec.output.final_marker()), run, run.deadline
         )
         if marker is None or marker.get("task_id") != run.spec.task_id:
             return False
@@ -285,7 +285,7 @@ class TaskPipeline:
     def _mark_final(self, run: _Run, status: TaskStatus) -> None:
         """Note that the final status is acknowledged; a failure here only risks a repeated status."""
         marker = {"task_id": run.spec.task_id, "status": int(status), "ts": iso_timestamp(self._wall_clock())}
-        ref = self._rules.final_marker(run.spec.task_id)
+        ref = run.spec.output.final_marker()
         try:
             self._with_retries(lambda: self._storage.write_json(ref, marker), run, self._clock() + 10.0)
         except TaskError as exc:

@@ -35,6 +35,14 @@ class ObjectRef:
     bucket: str
     key: str
 
+    def final_marker(self) -> ObjectRef:
+        """For a result object: where the worker notes that the task's final status is acknowledged.
+
+        Keyed by the result's location, like the result-exists check, so two tasks that share a
+        task_id but write to different places (another MINIO_OUTPUT_PREFIX) never meet.
+        """
+        return ObjectRef(self.bucket, f"{FINAL_MARKER_PREFIX}{self.key}")
+
     def as_dict(self) -> dict[str, str]:
         return {"bucket": self.bucket, "key": self.key}
 
@@ -53,10 +61,6 @@ class TaskRules:
     output_bucket: str
     output_prefix: str
     default_model: str
-
-    def final_marker(self, task_id: str) -> ObjectRef:
-        """Where the worker notes that a task's final status is acknowledged by Kafka (see pipeline)."""
-        return ObjectRef(self.output_bucket, f"{FINAL_MARKER_PREFIX}{task_id}.json")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TaskRules:

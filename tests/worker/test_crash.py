@@ -36,7 +36,7 @@ def test_kill_9_loses_nothing_and_bills_nothing_twice(bed: Testbed) -> None:
     }
     marked = {
         o.object_name.rsplit("/", 1)[-1].removesuffix(".json")
-        for o in s3.list_objects("llm-output", prefix=f"{FINAL_MARKER_PREFIX}{names.group}", recursive=True)
+        for o in s3.list_objects("llm-output", prefix=f"{FINAL_MARKER_PREFIX}{names.prefix}", recursive=True)
     }
     status_log.read()
     unfinished = {e["task_id"] for e in status_log.events() if e["status"] == 1} - set(status_log.finals())

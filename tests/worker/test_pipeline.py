@@ -324,14 +324,14 @@ def test_messages_form_gets_the_input_appended_to_the_last_user_message() -> Non
 def test_final_status_is_noted_once_acknowledged() -> None:
     h = Harness()
     assert h.run({"task_id": "t9", "prompt": "p"}) is Outcome.DONE
-    marker = json.loads(h.store.objects[RULES.final_marker("t9")])
+    marker = json.loads(h.store.objects[ObjectRef("out", "r/t9.json").final_marker()])
     assert (marker["task_id"], marker["status"]) == ("t9", 3)
 
 
 def test_failed_status_is_noted_too() -> None:
     h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
     assert h.run({"task_id": "t10", "prompt": "p"}) is Outcome.DONE
-    assert json.loads(h.store.objects[RULES.final_marker("t10")])["status"] == 4
+    assert json.loads(h.store.objects[ObjectRef("out", "r/t10.json").final_marker()])["status"] == 4
 
 
 def test_redelivery_after_the_final_status_sends_nothing() -> None:
@@ -347,8 +347,10 @@ def test_redelivery_after_the_final_status_sends_nothing() -> None:
 def test_result_without_marker_reemits_completed_once() -> None:
     h = Harness()
     assert h.run({"task_id": "t12", "prompt": "p"}) is Outcome.DONE
-    del h.store.objects[RULES.final_marker("t12")]  # crashed after writing the result, before the marker
+    del h.store.objects[
+        ObjectRef("out", "r/t12.json").final_marker()
+    ]  # crashed after writing the result, before the marker
     assert h.run({"task_id": "t12", "prompt": "p"}) is Outcome.DONE
     assert h.publisher.codes() == [1, 2, 3, 1, 3]
     assert len(h.model.calls) == 1
-    assert RULES.final_marker("t12") in h.store.objects
+    assert ObjectRef("out", "r/t12.json").final_marker() in h.store.objects
