@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from typing import Any
 
 MAX_TRACKED_TASKS = 128
 TASK_ID_BYTES = 128
@@ -207,16 +208,21 @@ class StatusTable:
         self._buf[base : base + RECORD_SIZE] = bytes(RECORD_SIZE)
 
     def read(self, slot: int) -> SlotSnapshot:
-        """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer."""
-        base = self._base(slot)
-        buf = self._buf
+        """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer.
+
+        Fields are read one by one straight from shared memory between two reads of the sequence
+        counter. An earlier version copied the whole record with one bytes() call first: a large
+        memcpy may use fast-string moves, whose loads x86 does not order the way single loads are,
+        and a stress test caught a torn read that way.
+        """
+        view = self._buf[self._base(slot) : self._base(slot) + RECORD_SIZE]
         seq_at, seq_packer = _FIELD_AT["seq"]
         while True:
-            before = seq_packer.unpack_from(buf, base + seq_at)[0]
+            before = seq_packer.unpack_from(view, seq_at)[0]
             if before % 2 == 0:
-                raw = bytes(buf[base : base + RECORD_SIZE])
-                if seq_packer.unpack_from(buf, base + seq_at)[0] == before:
-                    return _decode(slot, raw)
+                values = _read_values(view)
+                if seq_packer.unpack_from(view, seq_at)[0] == before:
+                    return _snapshot(slot, *values)
             time.sleep(0)  # let the writer finish its few hundred nanoseconds
 
     def close(self) -> None:
@@ -225,16 +231,27 @@ class StatusTable:
             self._shm.unlink()
 
 
-def _decode(slot: int, raw: bytes) -> SlotSnapshot:
-    v = {name: packer.unpack_from(raw, pos)[0] for name, (pos, packer) in _FIELD_AT.items()}
-    c = {name: packer.unpack_from(raw, pos)[0] for name, (pos, packer) in _CONTROL_AT.items()}
+_Values = dict[str, Any]  # what struct unpacked: ints and floats by field
+
+
+def _read_values(view: memoryview) -> tuple[_Values, _Values, list[tuple[float, int, bytes]]]:
+    """The record's raw values, each read on its own; no interpretation until the read is known good."""
+    fields = {name: packer.unpack_from(view, pos)[0] for name, (pos, packer) in _FIELD_AT.items()}
+    control = {name: packer.unpack_from(view, pos)[0] for name, (pos, packer) in _CONTROL_AT.items()}
     tasks = []
     for i in range(MAX_TRACKED_TASKS):
-        started, stage, task_id = _TASK.unpack_from(raw, _TASKS_AT + i * _TASK.size)
-        if stage != Stage.FREE:
-            tasks.append(
-                TaskInFlight(task_id.rstrip(b"\0").decode("utf-8", "replace"), Stage(stage), started)
-            )
+        pos = _TASKS_AT + i * _TASK.size
+        if view[pos + 8] != Stage.FREE:  # the stage byte: most entries are free, skip their 128 bytes
+            tasks.append(_TASK.unpack_from(view, pos))
+    return fields, control, tasks
+
+
+def _snapshot(slot: int, v: _Values, c: _Values, rows: list[tuple[float, int, bytes]]) -> SlotSnapshot:
+    tasks = tuple(
+        TaskInFlight(task_id.rstrip(b"\0").decode("utf-8", "replace"), Stage(stage), started)
+        for started, stage, task_id in rows
+        if stage != Stage.FREE
+    )
     return SlotSnapshot(
         slot=slot,
         pid=v["pid"],
@@ -259,7 +276,7 @@ def _decode(slot: int, raw: bytes) -> SlotSnapshot:
         intake_paused=bool(c["intake_paused"]),
         drain=bool(c["drain"]),
         concurrency_cap=c["concurrency_cap"],
-        tasks=tuple(tasks),
+        tasks=tasks,
     )
 
 
