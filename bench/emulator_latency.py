@@ -11,66 +11,34 @@ connections opened before the start barrier) and prints one JSON object:
 same computed from the emulator's call log (request line in -> answer out); ``raw_socket_client`` repeats
 the burst with bare sockets. Together they show how much of the added latency is the emulator's and how
 much is the ``requests`` client's own CPU (both share this machine's cores and one GIL per process).
-Bounded: every wait has a deadline and the emulator is always stopped (SIGTERM, then SIGKILL).
+Bounded: every wait has a deadline and the emulator, started by the local stack's own launcher
+(devstack.emulator), is always stopped (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AUTH_KEY = "ZW11bGF0b3ItY2xpZW50OmVtdWxhdG9yLXNlY3JldA=="  # the emulator's default dev key
+from devstack.emulator import AUTH_KEY, Emulator
+from devstack.procs import free_port
+
 BODY: dict[str, Any] = {
     "model": "GigaChat",
     "messages": [{"role": "user", "content": "Summarise the benchmark notes"}],
 }
-START_TIMEOUT_S = 15.0
 CALL_TIMEOUT_S = 60.0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def start_emulator(workdir: Path, latency: float) -> tuple[subprocess.Popen[bytes], int]:
-    ready = workdir / "emulator.port"
-    command = [sys.executable, "-m", "gigachat_emulator", "--port", "0", "--ready-file", str(ready)]
-    command += ["--latency", str(latency), "--log-level", "WARNING"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, start_new_session=True)
-    wait_until(lambda: ready.exists() or process.poll() is not None, START_TIMEOUT_S, "the ready file")
-    if process.poll() is not None:
-        raise RuntimeError(f"emulator exited with {process.returncode}")
-    return process, int(ready.read_text())
-
-
-def stop_emulator(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def fetch_token(base: str) -> str:
@@ -193,9 +161,15 @@ def main() -> int:
     parser.add_argument("--baseline-calls", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emulator-bench-") as workdir:
-        process, port = start_emulator(Path(workdir), args.latency)
+        port = free_port()
+        emulator = Emulator(
+            run_dir=Path(workdir),
+            port=port,
+            extra_args=("--latency", str(args.latency), "--log-level", "WARNING"),
+        )
+        emulator.start()
         try:
-            base = f"http://127.0.0.1:{port}"
+            base = emulator.url
             token = fetch_token(base)
             with requests.Session() as session:
                 baseline = [
@@ -207,7 +181,7 @@ def main() -> int:
             server_side = server_durations(base)
             raw = raw_socket_round(port, token, args.concurrency)
         finally:
-            stop_emulator(process)
+            emulator.stop()
     report = {
         "concurrency": args.concurrency,
         "fixed_latency_s": args.latency,

@@ -7,10 +7,6 @@ emulator is a required component: if it cannot start, these tests fail rather th
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +17,9 @@ from typing import Any
 import pytest
 import requests
 
-from gigachat_emulator.auth import DEFAULT_AUTH_KEY
+from devstack.emulator import AUTH_KEY
+from devstack.emulator import Emulator as StackEmulator
+from devstack.procs import free_port
 from llm_service.config import Settings
 from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
 from llm_service.log_lines import BREAKER_OPEN
@@ -30,7 +28,6 @@ from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, 
 
 OAUTH_PATH = "/api/v2/oauth"
 CHAT_PATH = "/api/v1/chat/completions"
-START_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -50,39 +47,17 @@ class Emulator:
         return [c for c in answer["calls"] if c["endpoint"] == endpoint]
 
 
-def _wait_ready(process: subprocess.Popen[bytes], ready_file: Path) -> str:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the emulator exited with {process.returncode} before it was ready")
-        port = ready_file.read_text().strip() if ready_file.exists() else ""
-        if port:
-            base = f"http://127.0.0.1:{port}"
-            try:
-                if requests.get(f"{base}/_emulator/health", timeout=1).ok:
-                    return base
-            except requests.ConnectionError:
-                pass
-        time.sleep(0.02)
-    pytest.fail(f"the emulator was not ready within {START_TIMEOUT_S}s")
-
-
 @pytest.fixture(scope="module")
 def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    ready = tmp_path_factory.mktemp("emulator") / "port"
-    command = [sys.executable, "-m", "gigachat_emulator", "--host", "127.0.0.1", "--port", "0"]
-    process = subprocess.Popen(
-        [*command, "--ready-file", str(ready), "--log-level", "WARNING"], start_new_session=True
+    """The emulator as the local stack runs it (devstack's launcher: health wait, TERM then KILL)."""
+    process = StackEmulator(
+        run_dir=tmp_path_factory.mktemp("emulator"), port=free_port(), extra_args=("--log-level", "WARNING")
     )
+    process.start()
     try:
-        yield Emulator(_wait_ready(process, ready))
+        yield Emulator(process.url)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        process.stop()
 
 
 @pytest.fixture
@@ -108,7 +83,7 @@ def settings_for(emulator: Emulator, tmp_path: Path, **overrides: Any) -> Settin
     values: dict[str, Any] = {
         "gigachat_auth_url": f"{emulator.base}{OAUTH_PATH}",
         "gigachat_api_url": f"{emulator.base}/api/v1",
-        "gigachat_auth_key": DEFAULT_AUTH_KEY,
+        "gigachat_auth_key": AUTH_KEY,
         "gigachat_timeout_s": 5.0,
         "gigachat_backoff_base_s": 0.05,
         "gigachat_backoff_max_s": 0.5,
