@@ -57,6 +57,14 @@ def report_running(table: StatusTable, pool: Pool, clock: FakeClock) -> None:
     pool.observe(pool.read())
 
 
+def running_pool(table: StatusTable, ops: FakeOps, clock: FakeClock, **overrides: object) -> Pool:
+    """A pool whose workers are started and have reported RUNNING."""
+    pool = make_pool(table, ops, clock, **overrides)
+    pool.fill()
+    report_running(table, pool, clock)
+    return pool
+
+
 def state_of(slot: Slot) -> SlotState:
     """Read the state through a call, so mypy does not narrow it across the pool's actions."""
     return slot.state
@@ -81,9 +89,7 @@ def test_fill_starts_wanted_slots_with_their_identity(
 def test_a_killed_worker_is_replaced_at_once_in_the_same_slot(
     table: StatusTable, ops: FakeOps, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = make_pool(table, ops, clock)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock)
     victim = pool.slots[1]
     old_pid = victim.pid
     entry = table.writer(1).task_started("task-7")
@@ -125,9 +131,7 @@ def test_boot_failures_back_off_then_go_fatal_then_retry_after_cooloff(
 def test_a_silent_worker_gets_a_dump_then_term_then_kill(
     table: StatusTable, ops: FakeOps, clock: FakeClock
 ) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=1)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=1)
     pid = pool.slots[0].pid
     clock.advance(9)
     pool.check_heartbeats(pool.read())
@@ -145,9 +149,7 @@ def test_a_silent_worker_gets_a_dump_then_term_then_kill(
 
 
 def test_heartbeats_keep_a_worker_alive(table: StatusTable, ops: FakeOps, clock: FakeClock) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=1)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=1)
     for _ in range(5):
         clock.advance(8)
         table.writer(0).update(heartbeat=clock.now)
@@ -156,9 +158,7 @@ def test_heartbeats_keep_a_worker_alive(table: StatusTable, ops: FakeOps, clock:
 
 
 def test_recycle_drains_then_replaces(table: StatusTable, ops: FakeOps, clock: FakeClock) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=1)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=1)
     slot = pool.slots[0]
     pid = slot.pid
     pool.drain(slot, StopReason.RECYCLE)
@@ -172,9 +172,7 @@ def test_recycle_drains_then_replaces(table: StatusTable, ops: FakeOps, clock: F
 def test_a_worker_that_does_not_drain_is_killed_at_the_deadline(
     table: StatusTable, ops: FakeOps, clock: FakeClock
 ) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=1)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=1)
     pid = pool.slots[0].pid
     pool.drain(pool.slots[0], StopReason.RECYCLE)
     clock.advance(29)
@@ -188,9 +186,7 @@ def test_a_worker_that_does_not_drain_is_killed_at_the_deadline(
 def test_scale_down_drains_the_highest_slots_and_does_not_replace(
     table: StatusTable, ops: FakeOps, clock: FakeClock
 ) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=3)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=3)
     pool.resize(1)
     pool.trim()
     assert [s.state for s in pool.slots[:3]] == [SlotState.RUNNING, SlotState.DRAINING, SlotState.DRAINING]
@@ -206,9 +202,7 @@ def test_scale_down_drains_the_highest_slots_and_does_not_replace(
 def test_rolling_restart_replaces_one_worker_at_a_time(
     table: StatusTable, ops: FakeOps, clock: FakeClock
 ) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=3)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=3)
     pool.start_rolling()
     order = []
     for _ in range(3):
@@ -230,9 +224,7 @@ def test_rolling_restart_replaces_one_worker_at_a_time(
 def test_rolling_restart_halts_when_new_workers_fail(
     table: StatusTable, ops: FakeOps, clock: FakeClock
 ) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=2)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=2)
     pool.start_rolling()
     pool.roll()
     first = pool.slots[0]
@@ -247,9 +239,7 @@ def test_rolling_restart_halts_when_new_workers_fail(
 
 
 def test_graceful_stop_then_exit_codes(table: StatusTable, ops: FakeOps, clock: FakeClock) -> None:
-    pool = make_pool(table, ops, clock)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock)
     pool.stop_all(fast=False, deadline=clock.now + 40)
     assert all(ops.sent(s.pid) == ["SIGTERM"] for s in pool.wanted_slots())
     for slot in pool.wanted_slots():
@@ -261,9 +251,7 @@ def test_graceful_stop_then_exit_codes(table: StatusTable, ops: FakeOps, clock: 
 
 
 def test_stop_deadline_kills_and_marks_unclean(table: StatusTable, ops: FakeOps, clock: FakeClock) -> None:
-    pool = make_pool(table, ops, clock, worker_processes=1)
-    pool.fill()
-    report_running(table, pool, clock)
+    pool = running_pool(table, ops, clock, worker_processes=1)
     pid = pool.slots[0].pid
     pool.stop_all(fast=False, deadline=clock.now + 40)
     clock.advance(41)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from llm_service import exit_codes
-from tests.supervisor.harness import Supervisor, wait_until
+from tests.supervisor.harness import Supervisor
+from tests.waiting import wait_until
 
 Start = Callable[..., Supervisor]
 

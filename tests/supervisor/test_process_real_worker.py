@@ -20,7 +20,8 @@ from kafka import KafkaProducer
 
 from devstack.stack import Stack
 from tests.supervisor.conftest import StartSupervisor
-from tests.supervisor.harness import CONTRACT_WORKER_FIELDS, Supervisor, wait_until
+from tests.supervisor.harness import CONTRACT_WORKER_FIELDS, Supervisor
+from tests.waiting import wait_until
 from tests.worker.harness import EmulatorControl, Names, StatusLog, task_bytes
 
 pytestmark = pytest.mark.stack

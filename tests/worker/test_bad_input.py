@@ -12,8 +12,9 @@ from kafka.structs import TopicPartition
 from minio import Minio
 
 from devstack.stack import Stack
+from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import Names, send, task_bytes, wait_until
+from tests.worker.harness import Names, send, task_bytes
 
 pytestmark = pytest.mark.stack
 

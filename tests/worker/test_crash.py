@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from llm_worker.task_message import FINAL_MARKER_PREFIX
+from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import send, task_bytes, wait_until
+from tests.worker.harness import send, task_bytes
 
 pytestmark = pytest.mark.stack
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import hold_for, send, task_bytes, wait_until
+from tests.worker.harness import hold_for, send, task_bytes
 
 pytestmark = pytest.mark.stack
 

@@ -10,8 +10,9 @@ import pytest
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import Names, WorkerProcess, create_topics, send, task_bytes, wait_until
+from tests.worker.harness import Names, WorkerProcess, create_topics, send, task_bytes
 
 pytestmark = pytest.mark.stack
 
