@@ -7,9 +7,7 @@ service (its default URLs, or the ones given alongside the key).
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ from devstack.emulator import AUTH_KEY
 from devstack.procs import ManagedProcess
 from devstack.stack import Stack
 from llm_service.errors import StackError
+from llmctl.control import Unreachable, request
 
 _GIGACHAT_VARS = ("GIGACHAT_AUTH_URL", "GIGACHAT_API_URL", "GIGACHAT_AUTH_KEY", "GIGACHAT_VERIFY_SSL")
 
@@ -72,14 +71,8 @@ class LocalService:
     def status(self) -> dict[str, Any] | None:
         """The supervisor's status reply, or None while its socket does not answer."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(2)
-                sock.connect(str(self.socket_path))
-                sock.sendall(b'{"cmd": "status"}\n')
-                reply = sock.makefile("rb").readline()
-            parsed: dict[str, Any] = json.loads(reply)
-            return parsed
-        except (OSError, ValueError):
+            return request(str(self.socket_path), "status")
+        except (Unreachable, ValueError):
             return None
 
     def stop(self) -> None:
