@@ -49,7 +49,10 @@ class Clients:
     gigachat: GigaChatClient
 
     def close(self, *, commit_timeout_ms: int = 10_000) -> None:
-        """Flush the producer, leave the group, close the pools; never raises."""
+        """Flush the producer, close the consumer (a static member stays in the group), close the pools.
+
+        Never raises. Leaving the group for good is membership.leave_group, on a retired slot only.
+        """
         for name, close in (
             ("producer", lambda: self.producer.close(timeout=CLOSE_TIMEOUT_S)),
             ("consumer", lambda: self.consumer.close(autocommit=False, timeout_ms=commit_timeout_ms)),
