@@ -32,6 +32,10 @@ DLQ_HEADROOM_BYTES = 16 * 1024
 # broker's default message.max.bytes of 1 MiB), marked truncated, so the poison message still leaves
 # its partition.
 DLQ_FALLBACK_BYTES = 900 * 1024
+# The strings of a cut-down status event (task ids are at most MAX_READABLE_TASK_ID characters), and
+# the shorter cut when even that does not fit.
+CUT_TEXT_CHARS = 1024
+MIN_CUT_TEXT_CHARS = 64
 
 
 class Delivery(Protocol):
@@ -109,18 +113,25 @@ def encode_status(event: dict[str, Any], limit: int, *, cut: bool = False) -> tu
             value = b""
         if value and len(value) <= limit:
             return value, False
-    return json.dumps(cut_down(event), ensure_ascii=False).encode("utf-8"), True
+    value = json.dumps(cut_down(event), ensure_ascii=False).encode("utf-8")
+    if len(value) > limit:  # only under a tiny KAFKA_MAX_REQUEST_BYTES with long ids and messages
+        value = json.dumps(cut_down(event, chars=MIN_CUT_TEXT_CHARS), ensure_ascii=False).encode("utf-8")
+    return value, True
 
 
-def cut_down(event: dict[str, Any]) -> dict[str, Any]:
+def cut_down(event: dict[str, Any], *, chars: int = CUT_TEXT_CHARS) -> dict[str, Any]:
     """The smallest event still worth sending: same fields, no metadata, a short error message."""
-    small = {name: _short(event.get(name)) for name in _SMALL_FIELDS}
+    small = {name: _short(event.get(name), chars) for name in _SMALL_FIELDS}
+    small["task_id"] = _short(event.get("task_id"), CUT_TEXT_CHARS)  # the one string never cut short
     error = event.get("error")
     if isinstance(error, dict):
-        small["error"] = {"code": _short(error.get("code")), "message": _short(error.get("message"))}
+        small["error"] = {
+            "code": _short(error.get("code"), chars),
+            "message": _short(error.get("message"), chars),
+        }
     result = event.get("result")
     if isinstance(result, dict):
-        small["result"] = {str(_short(k)): _short(v) for k, v in result.items()}
+        small["result"] = {str(_short(k, chars)): _short(v, chars) for k, v in result.items()}
     small["metadata"] = None
     return small
 
@@ -135,13 +146,12 @@ _SMALL_FIELDS = (
     "tokens_used",
     "processing_ms",
 )
-CUT_TEXT_CHARS = 1024  # a cut-down event's strings (task ids are at most MAX_READABLE_TASK_ID)
 
 
-def _short(value: Any) -> Any:
+def _short(value: Any, chars: int) -> Any:
     """A value safe for json.dumps: short UTF-8-safe text, a finite number, or None."""
     if isinstance(value, str):
-        return utf8(value[:CUT_TEXT_CHARS]).decode("utf-8")
+        return utf8(value[:chars]).decode("utf-8")
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int) and abs(value) < 2**63:

@@ -208,8 +208,9 @@ class TaskPipeline:
     def run(self, record: Record, ctx: TaskContext) -> Outcome:
         """Task-thread entry, the door of a raw Kafka record: process it to its final status.
 
-        Never raises. Whatever the message holds, it ends DONE (FAILED where it names a task, a dead
-        letter either way) or HANDED_BACK (stopping, or its partition was revoked).
+        Whatever the message holds, it ends DONE (FAILED where it names a task, a dead letter either
+        way) or HANDED_BACK (stopping, or its partition was revoked). Only a failure to produce that
+        last-resort dead letter itself could still raise (the consumer loop's thread boundary logs it).
         """
         try:
             return self._run_message(record, ctx)

@@ -269,3 +269,19 @@ def test_a_status_event_always_encodes_within_the_limit(task_id: str, metadata: 
     assert len(value) <= limit
     assert body["error"]["code"] == "INVALID_TASK" and body["status"] == 4
     assert cut == (body["metadata"] is None)
+
+
+def test_a_cut_down_event_fits_even_a_tiny_limit_and_keeps_the_task_id() -> None:
+    task_id = "t" * 128
+    event = status_event(
+        task_id=task_id,
+        status=TaskStatus.FAILED,
+        worker_id="host:0:1",
+        attempt=1,
+        metadata={"pad": "x" * 5000},
+        error=PermanentTaskError("\x01" * 1024, code="INVALID_TASK"),  # 6 bytes each once escaped
+    )
+    value, cut = encode_status(event, 1024)
+    body = _strict_json(value)
+    assert cut and len(value) <= 1024
+    assert (body["task_id"], body["error"]["code"], body["metadata"]) == (task_id, "INVALID_TASK", None)
