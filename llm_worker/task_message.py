@@ -169,6 +169,8 @@ def _load(raw: bytes | None) -> tuple[Any, str | None]:
         return None, f"the message is not UTF-8: {exc.reason} at byte {exc.start}"
     except json.JSONDecodeError as exc:
         return None, f"the message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # what the hooks leave to json itself, should a Python version differ
+        return None, f"the message is not JSON: {exc}"
     except RecursionError:
         return None, "the message is JSON nested too deeply to read"
 
