@@ -106,8 +106,8 @@ class Storage:
             return None
         try:
             body = json.loads(data)
-        except ValueError:
-            log.warning("object %s is not JSON; treating it as absent", _where(ref))
+        except (ValueError, RecursionError):  # a task may point its output at anyone's object
+            log.warning("object %s is not JSON we can read; treating it as absent", _where(ref))
             return None
         return body if isinstance(body, dict) else None
 

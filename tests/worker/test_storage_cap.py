@@ -1,5 +1,6 @@
-"""The input object is read with a byte cap on the real S3 server: an object replaced by a larger one
-after its size check still costs at most INPUT_MAX_BYTES + 1 bytes of reading, and fails INPUT_TOO_LARGE."""
+"""Objects someone else wrote, read on the real S3 server. The input object is read with a byte cap:
+one replaced by a larger one after its size check still costs at most INPUT_MAX_BYTES + 1 bytes of
+reading, and fails INPUT_TOO_LARGE. An unreadable object at an output key counts as absent."""
 
 from __future__ import annotations
 
@@ -94,3 +95,13 @@ def test_objects_up_to_the_cap_are_read_whole(stack: Stack, unique_name: str, si
     ref = _put(client, f"{unique_name}/fits-{size}.txt", size)
     storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
     assert storage.read_input(ref) == b"a" * size
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000, b"9" * 5000, b"\xff{}", b"[1, 2]"])
+def test_an_unreadable_object_at_an_output_key_counts_as_absent(
+    stack: Stack, unique_name: str, data: bytes
+) -> None:
+    client = _client(stack)
+    client.put_object(BUCKET, f"{unique_name}/odd.json", io.BytesIO(data), len(data))
+    storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    assert storage.read_json(ObjectRef(BUCKET, f"{unique_name}/odd.json")) is None
