@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -42,12 +44,41 @@ class _ServiceFields(logging.Filter):
         return True
 
 
+# C0 and C1 controls, DEL and the Unicode line separators: anything a terminal or a line-based tool
+# (grep, awk, logrotate'd files read line by line) could take for a line break or an escape sequence.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``) and lone surrogates too, so
+    that a record is one line of valid UTF-8 whatever a task id or error message held."""
+    escaped = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class TextFormatter(logging.Formatter):
+    """The contract's text format. The message is escaped to one line: the runbook's greps count
+    records by lines. A traceback stays multi-line, but cannot break the file's encoding."""
+
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return iso_timestamp(record.created)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        line = super().formatMessage(record)
+        return one_line(line)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return _valid_utf8(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _valid_utf8(super().formatStack(stack_info))
+
+
+def _valid_utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class JsonLogFormatter(JsonFormatter):

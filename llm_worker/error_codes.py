@@ -10,6 +10,7 @@ INVALID_TASK = "INVALID_TASK"  # JSON, but not a task: missing or ill-typed fiel
 INVALID_TASK_ID = "INVALID_TASK_ID"  # task_id is not 1-128 chars of [A-Za-z0-9._:-]
 MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # over TASK_MAX_MESSAGE_BYTES
 BUCKET_NOT_ALLOWED = "BUCKET_NOT_ALLOWED"  # input outside MINIO_ALLOWED_INPUT_BUCKETS, or a foreign output
+KEY_NOT_ALLOWED = "KEY_NOT_ALLOWED"  # an input or output key with '.'/'..' segments or under '.llm-service/'
 
 # The input object
 INPUT_NOT_FOUND = "INPUT_NOT_FOUND"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ DLQ_HEADROOM_BYTES = 16 * 1024
 # broker's default message.max.bytes of 1 MiB), marked truncated, so the poison message still leaves
 # its partition.
 DLQ_FALLBACK_BYTES = 900 * 1024
+# The strings of a cut-down status event (task ids are at most MAX_READABLE_TASK_ID characters), and
+# the shorter cut when even that does not fit.
+CUT_TEXT_CHARS = 1024
+MIN_CUT_TEXT_CHARS = 64
 
 
 class Delivery(Protocol):
@@ -89,19 +94,86 @@ def status_event(
     }
 
 
+def utf8(text: str) -> bytes:
+    """UTF-8 that never raises: a lone surrogate (valid in a Python str, not in UTF-8) is escaped."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def encode_status(event: dict[str, Any], limit: int, *, cut: bool = False) -> tuple[bytes, bool]:
+    """The status event as JSON bytes of at most ``limit``, and whether it had to be cut down.
+
+    Never raises. An event that cannot be encoded (a value JSON cannot hold, nesting deeper than the
+    stack) or is too large is cut down: the metadata echo is dropped, the error message shortened;
+    task_id, status and error code stay. ``cut`` forces that, for a broker that refused the full one.
+    """
+    if not cut:
+        try:
+            value = json.dumps(event, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+            value = b""
+        if value and len(value) <= limit:
+            return value, False
+    value = json.dumps(cut_down(event), ensure_ascii=False).encode("utf-8")
+    if len(value) > limit:  # only under a tiny KAFKA_MAX_REQUEST_BYTES with long ids and messages
+        value = json.dumps(cut_down(event, chars=MIN_CUT_TEXT_CHARS), ensure_ascii=False).encode("utf-8")
+    return value, True
+
+
+def cut_down(event: dict[str, Any], *, chars: int = CUT_TEXT_CHARS) -> dict[str, Any]:
+    """The smallest event still worth sending: same fields, no metadata, a short error message."""
+    small = {name: _short(event.get(name), chars) for name in _SMALL_FIELDS}
+    small["task_id"] = _short(event.get("task_id"), CUT_TEXT_CHARS)  # the one string never cut short
+    error = event.get("error")
+    if isinstance(error, dict):
+        small["error"] = {
+            "code": _short(error.get("code"), chars),
+            "message": _short(error.get("message"), chars),
+        }
+    result = event.get("result")
+    if isinstance(result, dict):
+        small["result"] = {str(_short(k, chars)): _short(v, chars) for k, v in result.items()}
+    small["metadata"] = None
+    return small
+
+
+_SMALL_FIELDS = (
+    "task_id",
+    "status",
+    "status_name",
+    "worker_id",
+    "attempt",
+    "ts",
+    "tokens_used",
+    "processing_ms",
+)
+
+
+def _short(value: Any, chars: int) -> Any:
+    """A value safe for json.dumps: short UTF-8-safe text, a finite number, or None."""
+    if isinstance(value, str):
+        return utf8(value[:chars]).decode("utf-8")
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and abs(value) < 2**63:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
 def dlq_headers(
     *, error: TaskError, source: Source, worker_id: str, task_id: str | None
 ) -> list[tuple[str, bytes]]:
     headers = [
-        ("error_code", error.code.encode()),
-        ("error_message", str(error).encode("utf-8", "replace")[:1024]),
-        ("source_topic", source.topic.encode()),
+        ("error_code", utf8(error.code)),
+        ("error_message", utf8(str(error))[:1024]),
+        ("source_topic", utf8(source.topic)),
         ("source_partition", str(source.partition).encode()),
         ("source_offset", str(source.offset).encode()),
-        ("worker_id", worker_id.encode()),
+        ("worker_id", utf8(worker_id)),
     ]
     if task_id is not None:
-        headers.append(("task_id", task_id.encode()))
+        headers.append(("task_id", utf8(task_id)))
     return headers
 
 
@@ -123,17 +195,24 @@ class EventPublisher:
         self._dlq_topic = dlq_topic
         self._worker_id = worker_id
         self._max_dlq_bytes = max(1024, max_request_bytes - DLQ_HEADROOM_BYTES)
+        self._max_status_bytes = self._max_dlq_bytes
         self._on_error = on_error
 
     @property
     def worker_id(self) -> str:
         return self._worker_id
 
-    def status(self, event: dict[str, Any]) -> Delivery:
-        """Queue one status event (built by :func:`status_event`); the log line follows the broker's ack."""
+    def status(self, event: dict[str, Any], *, cut: bool = False) -> Delivery:
+        """Queue one status event (built by :func:`status_event`); the log line follows the broker's ack.
+
+        Encoding never raises: an event that cannot be encoded or is too large goes out cut down
+        (:func:`encode_status`); ``cut`` asks for that after the broker refused the full event.
+        """
         task_id, code = event["task_id"], event["status"]
-        value = json.dumps(event, ensure_ascii=False).encode("utf-8")
-        delivery = self._producer.send(self._status_topic, value=value, key=task_id.encode())
+        value, was_cut = encode_status(event, self._max_status_bytes, cut=cut)
+        if was_cut:
+            log.warning("Status %d of task %s cut down to fit: metadata echo dropped", code, task_id)
+        delivery = self._producer.send(self._status_topic, value=value, key=utf8(task_id))
         delivery.add_callback(self._acked, code, task_id)
         delivery.add_errback(self._status_failed, code, task_id)
         return delivery  # type: ignore[no-any-return]
@@ -155,7 +234,7 @@ class EventPublisher:
         if len(value) > cap:
             headers += [("truncated", b"true"), ("original_size", str(len(value)).encode())]
             value = value[:cap]
-        record_key = task_id.encode() if task_id is not None else key
+        record_key = utf8(task_id) if task_id is not None else key
         delivery = self._producer.send(self._dlq_topic, value=value, key=record_key, headers=headers)
         delivery.add_errback(lambda exc: self._failed(f"dead letter of {source}", exc))
         return delivery  # type: ignore[no-any-return]

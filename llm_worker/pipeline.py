@@ -42,7 +42,14 @@ from llm_worker import error_codes as codes
 from llm_worker.decoding import DocumentInput, TextInput, classify
 from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
 from llm_worker.gigachat.models import ChatResult
-from llm_worker.task_message import ObjectRef, Rejected, TaskRules, TaskSpec, parse_task
+from llm_worker.task_message import (
+    ObjectRef,
+    Rejected,
+    TaskRules,
+    TaskSpec,
+    parse_task,
+    readable_task_id,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,7 +101,7 @@ class Model(Protocol):
 class Publisher(Protocol):
     @property
     def worker_id(self) -> str: ...
-    def status(self, event: dict[str, Any]) -> Delivery: ...
+    def status(self, event: dict[str, Any], *, cut: bool = False) -> Delivery: ...
     def dead_letter(
         self,
         *,
@@ -199,7 +206,31 @@ class TaskPipeline:
         self._wall_clock = wall_clock
 
     def run(self, record: Record, ctx: TaskContext) -> Outcome:
-        """Task-thread entry: process one message to its final status. Never raises except on hand-back."""
+        """Task-thread entry, the door of a raw Kafka record: process it to its final status.
+
+        Whatever the message holds, it ends DONE (FAILED where it names a task, a dead letter either
+        way) or HANDED_BACK (stopping, or its partition was revoked). Only a failure to produce that
+        last-resort dead letter itself could still raise (the consumer loop's thread boundary logs it).
+        """
+        try:
+            return self._run_message(record, ctx)
+        except ShutdownRequested:
+            return Outcome.HANDED_BACK
+        except Exception as exc:  # the door: input nobody imagined must not kill the task or its worker
+            log.exception("Unexpected error on message %s", _where(record))
+            return self._last_resort(record, ctx, exc)
+
+    def _last_resort(self, record: Record, ctx: TaskContext, exc: Exception) -> Outcome:
+        """The outcome of a message the pipeline failed on: FAILED (if its id is readable) and DLQ."""
+        error = PermanentTaskError(f"internal error: {type(exc).__name__}", code=codes.INTERNAL)
+        try:
+            self._fail(record, error, ctx, task_id=readable_task_id(record.value), metadata=None)
+        except ShutdownRequested:
+            return Outcome.HANDED_BACK
+        self._progress.add(failed=1)
+        return Outcome.DONE
+
+    def _run_message(self, record: Record, ctx: TaskContext) -> Outcome:
         parsed = parse_task(record.value, self._rules)
         if isinstance(parsed, Rejected):
             try:
@@ -314,7 +345,7 @@ class TaskPipeline:
             processing_ms=float(ms) if isinstance(ms, (int, float)) else None,
             result=run.spec.output.as_dict(),
         )
-        self._deliver(lambda: self._publisher.status(event), run.ctx)
+        self._deliver_status(event, run.ctx)
         self._mark_final(run, TaskStatus.COMPLETED)
         self._progress.task_finished(run.entry, ok=True, tokens=0, processing_ms=0.0)
         return True
@@ -419,7 +450,7 @@ class TaskPipeline:
             processing_ms=processing_ms,
             result=spec.output.as_dict(),
         )
-        self._deliver(lambda: self._publisher.status(event), run.ctx)
+        self._deliver_status(event, run.ctx)
         self._mark_final(run, TaskStatus.COMPLETED)
         self._progress.task_finished(
             run.entry, ok=True, tokens=chat.total_tokens, processing_ms=processing_ms
@@ -482,11 +513,7 @@ class TaskPipeline:
         attempt: int = 1,
     ) -> None:
         """FAILED status (when the task id is known) and the dead letter, both acknowledged."""
-        log.warning(
-            log_lines.TASK_FAILED,
-            task_id or f"<{record.topic}/{record.partition}@{record.offset}>",
-            f"{error.code}: {error}",
-        )
+        log.warning(log_lines.TASK_FAILED, task_id or f"<{_where(record)}>", f"{error.code}: {error}")
         if task_id is not None:
             event = status_event(
                 task_id=task_id,
@@ -497,7 +524,7 @@ class TaskPipeline:
                 error=error,
                 now=self._wall_clock(),
             )
-            self._deliver(lambda: self._publisher.status(event), ctx)
+            self._deliver_status(event, ctx)
         source = Source(record.topic, record.partition, record.offset)
 
         def dead_letter(limit: int | None = None) -> Delivery:
@@ -510,6 +537,13 @@ class TaskPipeline:
         except MessageSizeTooLargeError:
             log.warning("The DLQ refused the full message of task %s; sending it truncated", task_id)
             self._deliver(lambda: dead_letter(DLQ_FALLBACK_BYTES), ctx)
+
+    def _deliver_status(self, event: dict[str, Any], ctx: TaskContext) -> None:
+        """A final status, acknowledged; cut down (no metadata echo) when the broker refuses its size."""
+        try:
+            self._deliver(lambda: self._publisher.status(event), ctx, give_up_on=MessageSizeTooLargeError)
+        except MessageSizeTooLargeError:
+            self._deliver(lambda: self._publisher.status(event, cut=True), ctx)
 
     def _deliver(
         self, send: Callable[[], Delivery], ctx: TaskContext, give_up_on: type[KafkaError] | None = None
@@ -537,6 +571,10 @@ class TaskPipeline:
                 if getattr(delivery, "is_done", True):
                     raise  # the send failed for good (delivery timeout, size, authorization)
             ctx.check(owned=False)
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}/{record.partition}@{record.offset}"
 
 
 def build_messages(

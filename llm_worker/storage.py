@@ -33,6 +33,9 @@ _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
 _TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+READ_CHUNK_BYTES = 256 * 1024
+# Result objects and final-status markers are the service's own and small; a bigger one is not ours.
+MAX_JSON_OBJECT_BYTES = 64 * 1024 * 1024
 
 
 def make_client(settings: Settings, *, pool_size: int) -> Minio:
@@ -70,28 +73,41 @@ class Storage:
                 raise PermanentTaskError(f"bucket {bucket!r} does not exist", code=codes.STORAGE_ERROR)
 
     def read_input(self, ref: ObjectRef) -> bytes:
-        """The input object's bytes; INPUT_TOO_LARGE is decided from its size before reading it."""
+        """The input object's bytes, at most INPUT_MAX_BYTES of them, else INPUT_TOO_LARGE.
+
+        The size is checked first (no download of an object known too large), and the read itself is
+        capped too: the object may be replaced by a larger one between the two requests.
+        """
         stat = self._call(lambda: self._client.stat_object(ref.bucket, ref.key), f"stat {_where(ref)}", ref)
         size = stat.size or 0
-        if size > self._max_input_bytes:
-            raise PermanentTaskError(
-                f"input {_where(ref)} is {size} bytes, over the limit of {self._max_input_bytes}",
-                code=codes.INPUT_TOO_LARGE,
-            )
-        return self._read(ref)
+        if size <= self._max_input_bytes:
+            data = self._read(ref, self._max_input_bytes)
+            if len(data) <= self._max_input_bytes:
+                return data
+            size = -1  # it grew after the size check: its true size was never read
+        shown = f"{size} bytes" if size >= 0 else "larger than its size check said"
+        raise PermanentTaskError(
+            f"input {_where(ref)} is {shown}, over the limit of {self._max_input_bytes} bytes",
+            code=codes.INPUT_TOO_LARGE,
+        )
 
     def read_json(self, ref: ObjectRef) -> dict[str, Any] | None:
         """A JSON object stored at ``ref``; None when there is none (or it is not a JSON object)."""
         try:
-            data = self._read(ref)
+            data = self._read(ref, MAX_JSON_OBJECT_BYTES)
         except PermanentTaskError as exc:
             if exc.code == codes.INPUT_NOT_FOUND:
                 return None
             raise
+        if len(data) > MAX_JSON_OBJECT_BYTES:
+            log.warning(
+                "object %s is over %d bytes; treating it as absent", _where(ref), MAX_JSON_OBJECT_BYTES
+            )
+            return None
         try:
             body = json.loads(data)
-        except ValueError:
-            log.warning("object %s is not JSON; treating it as absent", _where(ref))
+        except (ValueError, RecursionError):  # a task may point its output at anyone's object
+            log.warning("object %s is not JSON we can read; treating it as absent", _where(ref))
             return None
         return body if isinstance(body, dict) else None
 
@@ -108,11 +124,14 @@ class Storage:
             f"write {_where(ref)}",
         )
 
-    def _read(self, ref: ObjectRef) -> bytes:
+    def _read(self, ref: ObjectRef, cap: int) -> bytes:
+        """At most ``cap + 1`` bytes of the object: more than ``cap`` means "too large"; the rest of
+        the body is never read (the connection is closed instead of drained)."""
+
         def get() -> bytes:
             response = self._client.get_object(ref.bucket, ref.key)
             try:
-                return bytes(response.read())
+                return _read_capped(response, cap + 1)
             finally:
                 response.close()
                 response.release_conn()
@@ -132,6 +151,18 @@ class Storage:
             raise TransientTaskError(f"S3 {what} failed: {exc}", code=codes.STORAGE_UNAVAILABLE) from exc
         self._on_health(True)
         return result
+
+
+def _read_capped(response: Any, most: int) -> bytes:
+    chunks: list[bytes] = []
+    left = most
+    while left > 0:
+        chunk = response.read(min(READ_CHUNK_BYTES, left))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _s3_error(exc: S3Error, what: str, missing: ObjectRef | None) -> TaskError:

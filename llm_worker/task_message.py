@@ -7,6 +7,7 @@ object exists is the storage's question, asked later.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ PARAMS: Mapping[str, tuple[type[int] | tuple[type[int], type[float]], float, flo
 }
 MAX_MODEL_NAME = 128
 MAX_READABLE_TASK_ID = 1024
+# Deeper JSON is no task anyone writes; it would only overflow the stack when echoed (json.dumps of a
+# status event or result object recurses once per level, on top of the task thread's own frames).
+MAX_NESTING = 64
+# Python refuses to convert longer digit strings (ValueError); a task never needs one.
+MAX_INT_DIGITS = 4300
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,9 @@ class ObjectRef:
         return {"bucket": self.bucket, "key": self.key}
 
 
-# Keys under this prefix of the output bucket belong to the service, not to task results.
-FINAL_MARKER_PREFIX = ".llm-service/final/"
+# Keys under this prefix belong to the service, not to tasks: no task may read or write there.
+SERVICE_PREFIX = ".llm-service/"
+FINAL_MARKER_PREFIX = f"{SERVICE_PREFIX}final/"
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,13 @@ class Rejected:
 
 
 def parse_task(raw: bytes | None, rules: TaskRules) -> TaskSpec | Rejected:
-    """Validate one message value against the contract's schema."""
+    """Validate one message value against the contract's schema. Never raises on any input bytes."""
     size = len(raw or b"")
     body, json_error = _load(raw)
+    unfit = None if json_error is not None else unfit_value(body)
     task_id, metadata = _identity(body)
+    if unfit is not None:
+        metadata = None  # never echo what cannot be encoded again
     if size > rules.max_message_bytes:
         error = PermanentTaskError(
             f"message is {size} bytes, over the limit of {rules.max_message_bytes}",
@@ -110,21 +120,90 @@ def parse_task(raw: bytes | None, rules: TaskRules) -> TaskSpec | Rejected:
         return Rejected(error, task_id, metadata)
     if json_error is not None:
         return Rejected(PermanentTaskError(json_error, code=codes.INVALID_JSON), None, None)
+    if unfit is not None:
+        return Rejected(_invalid(unfit), task_id, None)
     try:
         return _build(body, rules)
     except PermanentTaskError as exc:
         return Rejected(exc, task_id, metadata)
 
 
+def readable_task_id(raw: bytes | None) -> str | None:
+    """The task id a message names, if readable: for the pipeline's last resort after a bug."""
+    try:
+        body, _ = _load(raw)
+        return _identity(body)[0]
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Unfit:
+    """Stands in for a JSON number or constant the service will not carry (found by unfit_value)."""
+
+    what: str
+
+
+def _int(text: str) -> int | _Unfit:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return _Unfit(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _float(text: str) -> float | _Unfit:
+    value = float(text)
+    return value if math.isfinite(value) else _Unfit(f"the number {text[:40]} (not a finite float)")
+
+
+def _constant(name: str) -> _Unfit:
+    return _Unfit(f"{name} (not JSON)")
+
+
 def _load(raw: bytes | None) -> tuple[Any, str | None]:
     if raw is None:
         return None, "the message has no value"
     try:
-        return json.loads(raw.decode("utf-8")), None
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant), None
     except UnicodeDecodeError as exc:
         return None, f"the message is not UTF-8: {exc.reason} at byte {exc.start}"
     except json.JSONDecodeError as exc:
         return None, f"the message is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # what the hooks leave to json itself, should a Python version differ
+        return None, f"the message is not JSON: {exc}"
+    except RecursionError:
+        return None, "the message is JSON nested too deeply to read"
+
+
+def unfit_value(body: Any) -> str | None:
+    """Why a parsed message cannot be carried further, or None: nesting over MAX_NESTING levels, a
+    number Python or JSON cannot hold, a string (or key) with a lone surrogate, which UTF-8 cannot
+    encode. Iterative, so a deep body cannot overflow the stack here."""
+    pending: list[tuple[Any, int]] = [(body, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            return f"the task is nested more than {MAX_NESTING} levels deep"
+        if isinstance(value, _Unfit):
+            return f"the task holds {value.what}"
+        if isinstance(value, str) and not _encodable(value):
+            return f"the task holds a lone surrogate in the string {value[:40]!a}"
+        if isinstance(value, dict):
+            bad_key = next((k for k in value if not _encodable(k)), None)
+            if bad_key is not None:
+                return f"the task holds a lone surrogate in the key {bad_key[:40]!a}"
+            pending.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value)
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _identity(body: Any) -> tuple[str | None, dict[str, Any] | None]:
@@ -132,12 +211,13 @@ def _identity(body: Any) -> tuple[str | None, dict[str, Any] | None]:
 
     A task id that breaks the format rules but is a short string still names the task in its FAILED
     status: whoever sent "report 1" waits for "report 1", and should hear that it failed and why.
+    One that UTF-8 cannot encode (a lone surrogate) names nothing: it could not be a Kafka key.
     """
     if not isinstance(body, dict):
         return None, None
     task_id = body.get("task_id")
     metadata = body.get("metadata")
-    readable = isinstance(task_id, str) and 0 < len(task_id) <= MAX_READABLE_TASK_ID
+    readable = isinstance(task_id, str) and 0 < len(task_id) <= MAX_READABLE_TASK_ID and _encodable(task_id)
     return (task_id if readable else None, metadata if isinstance(metadata, dict) else None)
 
 
@@ -200,7 +280,7 @@ def _messages(body: dict[str, Any]) -> tuple[dict[str, str], ...]:
         if not isinstance(message, dict):
             raise _invalid(f"messages[{i}] must be an object")
         role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise _invalid(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}")
         if not isinstance(content, str):
             raise _invalid(f"messages[{i}].content must be a string")
@@ -219,7 +299,19 @@ def _ref(body: dict[str, Any], name: str, default_bucket: str) -> ObjectRef | No
         raise _invalid(f"'{name}.bucket' must be a non-empty string")
     if not isinstance(key, str) or not key or key.startswith("/") or len(key.encode()) > 1024:
         raise _invalid(f"'{name}.key' must be a non-empty relative object key")
+    _check_key(key, f"'{name}.key'")
     return ObjectRef(bucket, key)
+
+
+def _check_key(key: str, what: str) -> None:
+    """No path tricks and nothing of the service's own: S3 servers on a filesystem (MinIO) resolve
+    ``..``, and the final-status markers under FINAL_MARKER_PREFIX must stay out of a task's reach."""
+    if any(part in (".", "..") for part in key.split("/")):
+        raise _invalid(f"{what} must not have '.' or '..' segments", codes.KEY_NOT_ALLOWED)
+    if key.startswith(SERVICE_PREFIX):
+        raise _invalid(
+            f"{what} must not be under the service's own {SERVICE_PREFIX!r}", codes.KEY_NOT_ALLOWED
+        )
 
 
 def _input(body: dict[str, Any], rules: TaskRules) -> ObjectRef | None:
@@ -234,7 +326,9 @@ def _input(body: dict[str, Any], rules: TaskRules) -> ObjectRef | None:
 def _output(body: dict[str, Any], task_id: str, rules: TaskRules) -> ObjectRef:
     ref = _ref(body, "output", rules.output_bucket)
     if ref is None:
-        return ObjectRef(rules.output_bucket, f"{rules.output_prefix}{task_id}.json")
+        default = ObjectRef(rules.output_bucket, f"{rules.output_prefix}{task_id}.json")
+        _check_key(default.key, "the default output key")
+        return default
     # Results go to the service's own bucket only: a task must not write over other buckets' data.
     if ref.bucket != rules.output_bucket:
         raise _invalid(
@@ -262,6 +356,7 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
         if name not in PARAMS:
             raise _invalid(f"unknown model parameter {name!r}; known: {', '.join(PARAMS)}")
         kind, low, high = PARAMS[name]
-        if isinstance(value, bool) or not isinstance(value, kind) or not low <= float(value) <= high:
+        # Compared as they are: float() of a huge integer would raise OverflowError.
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
             raise _invalid(f"params.{name} must be a number in [{low:g}, {high:g}]")
     return dict(params)

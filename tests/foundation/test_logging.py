@@ -102,3 +102,18 @@ def test_runbook_average_pipeline_reads_our_processed_lines() -> None:
         ["bash", "-c", script], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "Average: 200 ms"
+
+
+def test_control_characters_in_a_task_id_are_escaped_to_one_line(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "service.log"  # type: ignore[operator]
+    configure_logging(service="llm-worker[1]", log_file=str(path))
+    task_id = "evil\n0.1.0 - fake - line\r\x1b[31m\x00\x85\u2028\ud800"
+    logging.getLogger("llm_worker.pipeline").warning(log_lines.TASK_FAILED, task_id, "INVALID_TASK_ID: bad")
+    logging.getLogger("llm_worker.pipeline").info(log_lines.STATUS_SENT, 4, task_id)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    lines = path.read_bytes().decode("utf-8").splitlines()  # valid UTF-8, despite the lone surrogate
+    assert len(lines) == 2 and all(TEXT_LINE.match(line) for line in lines)
+    escaped = "evil\\n0.1.0 - fake - line\\r\\x1b[31m\\x00\\x85\\u2028\\ud800"
+    assert lines[0].endswith(f"Failed to process task {escaped}: INVALID_TASK_ID: bad")
+    assert lines[1].endswith(f"Status 4 sent for task {escaped}")

@@ -53,9 +53,12 @@ class FakePublisher:
         self.statuses: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
         self.refuse_full_dlq = False
+        self.refuse_full_status = False
 
-    def status(self, event: dict[str, Any]) -> Delivered:
-        self.statuses.append(event)
+    def status(self, event: dict[str, Any], *, cut: bool = False) -> Delivered:
+        if self.refuse_full_status and not cut:
+            return Delivered(MessageSizeTooLargeError("too big"))
+        self.statuses.append({**event, "metadata": None} if cut else event)
         return Delivered()
 
     def dead_letter(
@@ -354,3 +357,26 @@ def test_result_without_marker_reemits_completed_once() -> None:
     assert h.publisher.codes() == [1, 2, 3, 1, 3]
     assert len(h.model.calls) == 1
     assert ObjectRef("out", "r/t12.json").final_marker() in h.store.objects
+
+
+@pytest.mark.parametrize(("body", "status"), [({"task_id": "t1"}, 4), ({"task_id": "t1", "prompt": "x"}, 3)])
+def test_a_status_the_broker_refuses_as_too_large_is_sent_cut_down(body: dict[str, Any], status: int) -> None:
+    h = Harness()
+    h.publisher.refuse_full_status = True  # before the fix: re-sent forever, the partition stuck
+    assert h.run({**body, "metadata": {"m": 1}}) is Outcome.DONE
+    finals = [e for e in h.publisher.statuses if e["status"] in (3, 4)]
+    assert [(e["status"], e["task_id"], e["metadata"]) for e in finals] == [(status, "t1", None)]
+
+
+def test_the_door_fails_a_message_the_pipeline_itself_chokes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(raw: bytes | None, rules: TaskRules) -> None:
+        raise RuntimeError("a bug in the parser")
+
+    monkeypatch.setattr("llm_worker.pipeline.parse_task", broken)
+    h = Harness()
+    assert h.run({"task_id": "t1", "prompt": "x", "metadata": {"m": 1}}) is Outcome.DONE
+    assert [(e["status"], e["error"]["code"], e["metadata"]) for e in h.publisher.statuses] == [
+        (4, "INTERNAL", None)
+    ]
+    assert [(d["task_id"], d["code"]) for d in h.publisher.dead] == [("t1", "INTERNAL")]
+    assert h.progress.counters == {"failed": 1}

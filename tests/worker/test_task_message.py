@@ -110,3 +110,57 @@ def test_oversized_message_keeps_its_task_id_and_metadata() -> None:
 def test_none_value_is_invalid_json() -> None:
     result = parse_task(None, RULES)
     assert isinstance(result, Rejected) and result.error.code == "INVALID_JSON"
+
+
+# Issue 7: each of these raised out of the parser (or later, when the status was encoded) before.
+@pytest.mark.parametrize(
+    ("raw", "code", "task_id"),
+    [
+        (b"[" * 4000 + b"]" * 4000, "INVALID_JSON", None),  # RecursionError
+        (
+            b'{"task_id": "n1", "prompt": "x", "metadata": ' + b"[" * 80 + b"]" * 80 + b"}",
+            "INVALID_TASK",
+            "n1",
+        ),
+        (
+            b'{"task_id": "b1", "prompt": "x", "params": {"max_tokens": ' + b"9" * 5000 + b"}}",
+            "INVALID_TASK",
+            "b1",
+        ),
+        (
+            b'{"task_id": "o1", "prompt": "x", "params": {"temperature": ' + b"9" * 400 + b"}}",
+            "INVALID_TASK",
+            "o1",
+        ),
+        (b'{"task_id": "f1", "prompt": "x", "metadata": {"v": 1e999}}', "INVALID_TASK", "f1"),
+        (b'{"task_id": "c1", "prompt": "x", "metadata": {"v": NaN}}', "INVALID_TASK", "c1"),
+        (b'{"task_id": "\\ud800", "prompt": "x"}', "INVALID_TASK", None),
+        (b'{"task_id": "s1", "prompt": "x", "metadata": {"\\udfff": 1}}', "INVALID_TASK", "s1"),
+        (b'{"task_id": "s2", "prompt": "\\udc00"}', "INVALID_TASK", "s2"),
+        (b'{"task_id": "r1", "messages": [{"role": ["user"], "content": "x"}]}', "INVALID_TASK", "r1"),
+    ],
+)
+def test_inputs_that_used_to_raise_are_rejected(raw: bytes, code: str, task_id: str | None) -> None:
+    result = rejected(raw)
+    assert (result.error.code, result.task_id, result.metadata) == (code, task_id, None)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"input": {"key": "docs/../../other/secret.txt"}},
+        {"input": {"key": "../x.txt"}},
+        {"input": {"key": "a/./b.txt"}},
+        {"input": {"key": ".llm-service/final/results/t1.json"}},
+        {"output": {"key": ".llm-service/final/results/other.json"}},
+        {"output": {"key": "results/../../x.json"}},
+    ],
+)
+def test_path_tricks_and_the_service_prefix_are_not_allowed_keys(ref: dict[str, Any]) -> None:
+    result = rejected({"task_id": "t1", "prompt": "x", **ref})
+    assert (result.error.code, result.task_id) == ("KEY_NOT_ALLOWED", "t1")
+
+
+def test_keys_with_dots_inside_names_are_fine() -> None:
+    spec = parse({"task_id": "t1", "prompt": "x", "input": {"key": "a..b/.hidden/v1.2..txt"}})
+    assert isinstance(spec, TaskSpec) and spec.input == ObjectRef("llm-input", "a..b/.hidden/v1.2..txt")

@@ -1,0 +1,107 @@
+"""Objects someone else wrote, read on the real S3 server. The input object is read with a byte cap:
+one replaced by a larger one after its size check still costs at most INPUT_MAX_BYTES + 1 bytes of
+reading, and fails INPUT_TOO_LARGE. An unreadable object at an output key counts as absent."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from minio import Minio
+
+from devstack.stack import Stack
+from llm_service.errors import PermanentTaskError
+from llm_worker.storage import Storage
+from llm_worker.task_message import ObjectRef
+
+pytestmark = pytest.mark.stack
+
+CAP = 64 * 1024
+BUCKET = "llm-input"
+
+
+class CountingResponse:
+    """The minio response, counting the bytes the storage reads from it."""
+
+    def __init__(self, response: Any, counter: list[int]) -> None:
+        self._response = response
+        self._counter = counter
+
+    def read(self, amt: int | None = None) -> bytes:
+        data: bytes = self._response.read(amt)
+        self._counter[0] += len(data)
+        return data
+
+    def close(self) -> None:
+        self._response.close()
+
+    def release_conn(self) -> None:
+        self._response.release_conn()
+
+
+class GrowingClient(Minio):
+    """A real client whose object grows between the size check and the read (another writer)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.grow_to = 0
+        self.bytes_read = [0]
+
+    def stat_object(self, bucket_name: str, object_name: str, *args: Any, **kwargs: Any) -> Any:
+        stat = super().stat_object(bucket_name, object_name, *args, **kwargs)
+        if self.grow_to:
+            data = b"b" * self.grow_to
+            self.put_object(bucket_name, object_name, io.BytesIO(data), len(data))
+        return stat
+
+    def get_object(self, bucket_name: str, object_name: str, *args: Any, **kwargs: Any) -> Any:
+        response = super().get_object(bucket_name, object_name, *args, **kwargs)
+        return CountingResponse(response, self.bytes_read)
+
+
+def _client(stack: Stack) -> GrowingClient:
+    client = GrowingClient(
+        stack.s3_endpoint,
+        access_key=stack.s3_access_key,
+        secret_key=stack.s3_secret_key,
+        secure=False,
+        region="us-east-1",
+    )
+    return client
+
+
+def _put(client: Minio, key: str, size: int) -> ObjectRef:
+    client.put_object(BUCKET, key, io.BytesIO(b"a" * size), size)
+    return ObjectRef(BUCKET, key)
+
+
+def test_an_object_that_grows_after_its_size_check_is_read_no_further_than_the_cap(
+    stack: Stack, unique_name: str
+) -> None:
+    client = _client(stack)
+    ref = _put(client, f"{unique_name}/grows.txt", 100)
+    client.grow_to = 8 * 1024 * 1024
+    storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    with pytest.raises(PermanentTaskError) as raised:
+        storage.read_input(ref)
+    assert raised.value.code == "INPUT_TOO_LARGE"
+    assert 0 < client.bytes_read[0] <= CAP + 1
+
+
+@pytest.mark.parametrize("size", [0, 1, CAP])
+def test_objects_up_to_the_cap_are_read_whole(stack: Stack, unique_name: str, size: int) -> None:
+    client = _client(stack)
+    ref = _put(client, f"{unique_name}/fits-{size}.txt", size)
+    storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    assert storage.read_input(ref) == b"a" * size
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000, b"9" * 5000, b"\xff{}", b"[1, 2]"])
+def test_an_unreadable_object_at_an_output_key_counts_as_absent(
+    stack: Stack, unique_name: str, data: bytes
+) -> None:
+    client = _client(stack)
+    client.put_object(BUCKET, f"{unique_name}/odd.json", io.BytesIO(data), len(data))
+    storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    assert storage.read_json(ObjectRef(BUCKET, f"{unique_name}/odd.json")) is None
