@@ -15,6 +15,10 @@ class ConfigError(LlmServiceError):
     """A setting is missing or invalid. The message names the variable and never shows a secret."""
 
 
+class StaleRecordError(LlmServiceError):
+    """A status-table record could not be read consistently: its writer is stuck or died mid-write."""
+
+
 class StackError(LlmServiceError):
     """The local development stack could not be provisioned, started or stopped."""
 

@@ -475,6 +475,7 @@ class Arbiter:
         shown = [s for s in self.pool.slots if s.index < self.pool.wanted or s.live]
         workers = [
             status_view.worker_entry(s, snaps.get(s.index), self._load.process(s.pid), now=now, wall=wall)
+            | {"record_stale": s.index in self.pool.stale}  # its last good reading is shown
             for s in shown
         ]
         return status_view.status_reply(
