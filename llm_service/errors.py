@@ -55,5 +55,13 @@ class BreakerOpenError(TransientTaskError):
     code = "BREAKER_OPEN"
 
 
+class ProbeFailedError(TransientTaskError):
+    """The call was the circuit breaker's half-open probe and the server failed it; the breaker is open again.
+
+    Unlike a refusal it counts as an attempt at the task, so a prompt that makes the server fail every
+    time (a "bad prompt") uses up its attempts and fails instead of holding the breaker open forever.
+    """
+
+
 class ShutdownRequested(BaseException):
     """Raised inside a worker to unwind on a stop request; never caught by broad handlers."""
