@@ -358,7 +358,10 @@ def _field_types() -> dict[str, Any]:
 
 
 def _shown(name: str, raw: str) -> str:
-    return SECRET_MASK if is_secret(name) else repr(raw)
+    if is_secret(name):
+        return SECRET_MASK
+    # One error line stays one readable line even for a value of thousands of characters.
+    return repr(raw) if len(raw) <= 80 else f"{raw[:60]!r}... ({len(raw)} characters)"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
