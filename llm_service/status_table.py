@@ -212,6 +212,7 @@ class StatusTable:
         """Zero a slot before a new worker takes it. Supervisor only, while no worker runs there."""
         base = self._base(slot)
         self._buf[base : base + RECORD_SIZE] = bytes(RECORD_SIZE)
+        self._stuck.pop(slot, None)  # a new writer counts from 0 and may pass the old stuck value
 
     def read(self, slot: int) -> SlotSnapshot:
         """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer.
