@@ -12,6 +12,8 @@ environment, so a worker never sees a config the supervisor rejected.
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 import os
 import re
 import sys
@@ -86,6 +88,16 @@ def bucket_name(value: str) -> str | None:
 def bucket_list(value: tuple[str, ...]) -> str | None:
     bad = [b for b in value if bucket_name(b)]
     return f"has invalid bucket names: {', '.join(bad)}" if bad else None
+
+
+def log_file_path(value: str) -> str | None:
+    # Checked here, not first when the handler opens it: a reload must be refused, not half applied.
+    if not value:
+        return None
+    target = Path(value)
+    if target.is_dir():
+        return "is a directory"
+    return None if target.parent.is_dir() else f"folder {str(target.parent)!r} does not exist"
 
 
 def _default_socket() -> str:
@@ -280,7 +292,9 @@ class Settings:
     log_level: str = setting(
         "INFO", "Log level", check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     )
-    log_file: str = setting("", "Also write logs to this file (reopened on SIGUSR1); empty: stderr only")
+    log_file: str = setting(
+        "", "Also write logs to this file (reopened on SIGUSR1); empty: stderr only", check=log_file_path
+    )
 
     def allowed_input_buckets(self) -> frozenset[str]:
         return frozenset(self.minio_allowed_input_buckets or (self.minio_input_bucket,))
@@ -330,7 +344,10 @@ def _parse(raw: str, kind: Any) -> Any:
     if kind is int:
         return int(raw)
     if kind is float:
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value):  # float() takes "inf" and "nan"; no setting means either
+            raise ValueError("must be a finite number")
+        return value
     if typing.get_origin(kind) is tuple:
         return tuple(p.strip() for p in raw.split(",") if p.strip())
     return raw
@@ -341,7 +358,10 @@ def _field_types() -> dict[str, Any]:
 
 
 def _shown(name: str, raw: str) -> str:
-    return SECRET_MASK if is_secret(name) else repr(raw)
+    if is_secret(name):
+        return SECRET_MASK
+    # One error line stays one readable line even for a value of thousands of characters.
+    return repr(raw) if len(raw) <= 80 else f"{raw[:60]!r}... ({len(raw)} characters)"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -354,11 +374,22 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     source: dict[str, str] = {}
     path = env_file if env_file is not None else (Path(".env") if Path(".env").is_file() else None)
     if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"env file {path} does not exist")
-        source.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        source.update(_read_env_file(path))
     source.update(environ)
     return _build(source)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """The file's variables; ConfigError when it is missing, unreadable or not UTF-8 (never a crash)."""
+    if not path.is_file():
+        raise ConfigError(f"env file {path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"env file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"env file {path} is not UTF-8 (byte {exc.start})") from None
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def _build(source: Mapping[str, str]) -> Settings:

@@ -15,6 +15,10 @@ class ConfigError(LlmServiceError):
     """A setting is missing or invalid. The message names the variable and never shows a secret."""
 
 
+class StaleRecordError(LlmServiceError):
+    """A status-table record could not be read consistently: its writer is stuck or died mid-write."""
+
+
 class StackError(LlmServiceError):
     """The local development stack could not be provisioned, started or stopped."""
 
@@ -49,6 +53,14 @@ class BreakerOpenError(TransientTaskError):
     """
 
     code = "BREAKER_OPEN"
+
+
+class ProbeFailedError(TransientTaskError):
+    """The call was the circuit breaker's half-open probe and the server failed it; the breaker is open again.
+
+    Unlike a refusal it counts as an attempt at the task, so a prompt that makes the server fail every
+    time (a "bad prompt") uses up its attempts and fails instead of holding the breaker open forever.
+    """
 
 
 class ShutdownRequested(BaseException):

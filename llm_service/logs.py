@@ -97,13 +97,14 @@ def configure_logging(
 ) -> None:
     """Replace the root logger's handlers with one on stderr (and one on LOG_FILE when set)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         # WatchedFileHandler notices logrotate's move; SIGUSR1 reopens explicitly (reopen_log_files).
+        # Opened before the old handlers go: if it raises (a reload's bad LOG_FILE), logging is intact.
         handlers.append(logging.handlers.WatchedFileHandler(log_file))
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
     formatter = make_formatter(log_format)
     service_fields = _ServiceFields(service)
     for handler in handlers:

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
+from llm_service.errors import StaleRecordError
+
 MAX_TRACKED_TASKS = 128
+READ_ATTEMPTS = 100_000  # backstop for a writer that never lets a read through
+READ_STUCK_S = 0.1  # odd counter unchanged this long: writer stuck or dead (a busy host can hold
+# a preempted writer off the CPU for tens of ms; 10 ms made a stress test fail)
 TASK_ID_BYTES = 128
 
 _MAGIC = 0x4C4C4D53  # "LLMS"
@@ -176,6 +181,7 @@ class StatusTable:
         if magic != _MAGIC or version != _LAYOUT_VERSION or size != RECORD_SIZE:
             raise ValueError(f"shared memory {shm.name} is not a status table of this version")
         self.slots = slots
+        self._stuck: dict[int, int] = {}  # reader side: slot -> the odd counter it was found stuck at
 
     @classmethod
     def create(cls, slots: int) -> StatusTable:
@@ -206,6 +212,7 @@ class StatusTable:
         """Zero a slot before a new worker takes it. Supervisor only, while no worker runs there."""
         base = self._base(slot)
         self._buf[base : base + RECORD_SIZE] = bytes(RECORD_SIZE)
+        self._stuck.pop(slot, None)  # a new writer counts from 0 and may pass the old stuck value
 
     def read(self, slot: int) -> SlotSnapshot:
         """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer.
@@ -214,16 +221,42 @@ class StatusTable:
         counter. An earlier version copied the whole record with one bytes() call first: a large
         memcpy may use fast-string moves, whose loads x86 does not order the way single loads are,
         and a stress test caught a torn read that way.
+
+        The retries are bounded: a writer that died or raised mid-write leaves the counter odd for
+        good, and an unbounded loop here would spin the supervisor in read() forever. A counter that
+        stays at one odd value for READ_STUCK_S means the writer is stuck; a counter that keeps moving
+        (a busy writer) is retried up to READ_ATTEMPTS. Raises StaleRecordError then, and when a field
+        holds a value outside its type (a damaged record); the caller treats the slot as stale. A slot
+        found stuck is answered at once on the next reads while its counter has not moved.
         """
         view = self._buf[self._base(slot) : self._base(slot) + RECORD_SIZE]
+        try:
+            return self._read_consistent(slot, view)
+        finally:
+            view.release()  # an exception's traceback must not pin the shared memory
+
+    def _read_consistent(self, slot: int, view: memoryview) -> SlotSnapshot:
         seq_at, seq_packer = _FIELD_AT["seq"]
-        while True:
+        seq = seq_packer.unpack_from(view, seq_at)[0]
+        if self._stuck.get(slot) == seq:
+            raise StaleRecordError(
+                f"slot {slot}: record still mid-write (sequence {seq}); writer stuck or dead"
+            )
+        self._stuck.pop(slot, None)
+        moved_at = time.monotonic()
+        for _ in range(READ_ATTEMPTS):
             before = seq_packer.unpack_from(view, seq_at)[0]
+            if before != seq:
+                seq, moved_at = before, time.monotonic()
             if before % 2 == 0:
                 values = _read_values(view)
                 if seq_packer.unpack_from(view, seq_at)[0] == before:
-                    return _snapshot(slot, *values)
+                    return _checked_snapshot(slot, *values)
+            elif time.monotonic() - moved_at > READ_STUCK_S:
+                self._stuck[slot] = before
+                break
             time.sleep(0)  # let the writer finish its few hundred nanoseconds
+        raise StaleRecordError(f"slot {slot}: record stays mid-write (sequence {seq}); writer stuck or dead")
 
     def close(self) -> None:
         self._shm.close()
@@ -244,6 +277,15 @@ def _read_values(view: memoryview) -> tuple[_Values, _Values, list[tuple[float, 
         if view[pos + 8] != Stage.FREE:  # the stage byte: most entries are free, skip their 128 bytes
             tasks.append(_TASK.unpack_from(view, pos))
     return fields, control, tasks
+
+
+def _checked_snapshot(
+    slot: int, v: _Values, c: _Values, rows: list[tuple[float, int, bytes]]
+) -> SlotSnapshot:
+    try:
+        return _snapshot(slot, v, c, rows)
+    except ValueError as exc:  # an enum field holding a number it does not define
+        raise StaleRecordError(f"slot {slot}: record holds a value outside its field: {exc}") from None
 
 
 def _snapshot(slot: int, v: _Values, c: _Values, rows: list[tuple[float, int, bytes]]) -> SlotSnapshot:

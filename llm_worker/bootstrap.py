@@ -23,7 +23,7 @@ from kafka.errors import KafkaConfigurationError, KafkaError
 
 from llm_service import exit_codes, log_lines
 from llm_service.config import Settings
-from llm_service.errors import PermanentTaskError, TaskError
+from llm_service.errors import ConfigError, PermanentTaskError, TaskError
 from llm_service.status_table import Breaker, Conn, SlotWriter
 from llm_worker.consumer_loop import StopFlags
 from llm_worker.events import make_producer
@@ -88,7 +88,7 @@ def bootstrap(
         status.heartbeat()
         try:
             clients = _connect(settings, status, worker_id, group_instance_id)
-        except (KafkaConfigurationError, ValueError) as exc:
+        except (KafkaConfigurationError, ValueError, ConfigError) as exc:
             log.error(log_lines.INIT_FAILED, exc)
             return exit_codes.BOOT_FAILED
         except PermanentTaskError as exc:

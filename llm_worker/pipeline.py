@@ -31,6 +31,7 @@ from llm_service import log_lines
 from llm_service.errors import (
     BreakerOpenError,
     PermanentTaskError,
+    ProbeFailedError,
     ShutdownRequested,
     TaskError,
     TransientTaskError,
@@ -353,8 +354,10 @@ class TaskPipeline:
     def _attempts(self, run: _Run) -> ChatResult:
         """Call the model until it answers; transient failures retry, an open breaker waits for free.
 
-        A failure while the breaker is open (the call that opened it, a failed half-open probe) is
-        the model host's outage, not the task's: like a refused call, it costs the task no attempt.
+        A failure while the breaker is open (the call that opened it) is the model host's outage,
+        not the task's: like a refused call, it costs the task no attempt. A failed half-open probe
+        does cost one (ProbeFailedError): else one prompt that always fails would be the probe again
+        and again, never fail, and hold the breaker open forever.
         """
         while True:
             try:
@@ -362,6 +365,8 @@ class TaskPipeline:
             except BreakerOpenError:
                 run.attempt -= 1  # the breaker refused before anything was sent: not an attempt
                 self._wait_breaker(run)
+            except ProbeFailedError as error:
+                self._before_retry(run, error)
             except TransientTaskError as error:
                 if self._breaker_open() and error.code != codes.TIMED_OUT:
                     run.attempt -= 1

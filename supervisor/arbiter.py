@@ -39,7 +39,7 @@ from supervisor.limits import (
 )
 from supervisor.pool import Pool
 from supervisor.protocol import Request, error_reply
-from supervisor.reconfig import compare
+from supervisor.reconfig import Change, compare
 from supervisor.sdnotify import Notifier, monotonic_usec
 from supervisor.signals import SignalNotes
 from supervisor.slot import SlotState, StopReason
@@ -322,16 +322,21 @@ class Arbiter:
     # --- commands (signals and the status socket) -------------------------------------------------
 
     def reload(self, why: str) -> dict[str, Any]:
-        """Re-read and validate the config; keep the old one on any error; roll workers if needed."""
+        """Re-read and validate the config; keep the old one on any error; roll workers if needed.
+
+        The door for ``.env`` contents (SIGHUP, ``llmctl reload``): every outcome is either "accepted"
+        or "rejected, old config kept" with one log line saying why; nothing escapes into the loop.
+        """
         self._p.notifier.reloading(monotonic_usec())
+        old = self.settings
         try:
-            new = self._p.load_settings()
+            change = self._load_and_apply()
         except ConfigError as exc:
-            log.error("Reload (%s) rejected, keeping the old config: %s", why, exc)
-            self._p.notifier.ready(self._status_line())
-            return error_reply(f"config rejected, old config kept: {exc}")
-        change = compare(self.settings, new)
-        self._apply(new, change.changed)
+            return self._reject(why, str(exc))
+        except Exception as exc:
+            log.exception("Reload (%s) failed unexpectedly", why)
+            self._restore(old)
+            return self._reject(why, f"unexpected error: {type(exc).__name__}: {exc}")
         if change.needs_supervisor_restart:
             log.warning(
                 "Reload: %s take effect only after a supervisor restart",
@@ -350,25 +355,58 @@ class Arbiter:
         )
         return {"ok": True, "changed": list(change.changed), "rolling_restart": change.needs_rolling_restart}
 
+    def _reject(self, why: str, reason: str) -> dict[str, Any]:
+        log.error("Reload (%s) rejected, keeping the old config: %s", why, reason)
+        self._p.notifier.ready(self._status_line())
+        return error_reply(f"config rejected, old config kept: {reason}")
+
+    def _load_and_apply(self) -> Change:
+        """Load, refuse what a reload cannot do, then apply; raises ConfigError before changing anything."""
+        new = self._p.load_settings()
+        change = compare(self.settings, new)
+        if change.refused:
+            raise ConfigError(
+                f"{', '.join(change.refused)} cannot change on reload (old and new workers would consume "
+                "side by side during the rolling restart); restart the supervisor to change it"
+            )
+        fixed_max = self.settings.worker_max_processes  # sizes the status table: fixed at start
+        if new.worker_processes > fixed_max:
+            raise ConfigError(
+                f"WORKER_PROCESSES={new.worker_processes} exceeds WORKER_MAX_PROCESSES={fixed_max}, "
+                "which is fixed at start"
+            )
+        self._apply(new, change.changed)
+        return change
+
     def _apply(self, new: Settings, changed: tuple[str, ...]) -> None:
+        """Swap in ``new``. Only the first step (opening LOG_FILE) can fail, and it changes nothing then."""
         new = dataclasses.replace(
             new,
             supervisor_socket=self.settings.supervisor_socket,
             worker_max_processes=self.settings.worker_max_processes,
         )
         if {"LOG_FORMAT", "LOG_LEVEL", "LOG_FILE"} & set(changed):
-            configure_logging(
-                service="llm-supervisor",
-                log_format=new.log_format,
-                level=new.log_level,
-                log_file=new.log_file,
-            )
+            try:
+                configure_logging(
+                    service="llm-supervisor",
+                    log_format=new.log_format,
+                    level=new.log_level,
+                    log_file=new.log_file,
+                )
+            except OSError as exc:
+                raise ConfigError(f"LOG_FILE={new.log_file!r}: cannot open: {exc.strerror}") from None
         self.settings = new
         self.pool.settings = new
         self._load.set_window(new.limit_window_s)
         if "WORKER_PROCESSES" in changed:
             self.pool.resize(new.worker_processes)
         self.pool.retry_failed_now()
+
+    def _restore(self, old: Settings) -> None:
+        """After an unexpected error mid-apply: the old settings back everywhere they were copied."""
+        self.settings = old
+        self.pool.settings = old
+        self._load.set_window(old.limit_window_s)
 
     def stop(self, *, fast: bool, why: str) -> None:
         """Step 1: SIGTERM (SIGQUIT when fast) to all workers, one deadline. Called again: step 2, SIGKILL."""
@@ -437,6 +475,7 @@ class Arbiter:
         shown = [s for s in self.pool.slots if s.index < self.pool.wanted or s.live]
         workers = [
             status_view.worker_entry(s, snaps.get(s.index), self._load.process(s.pid), now=now, wall=wall)
+            | {"record_stale": s.index in self.pool.stale}  # its last good reading is shown
             for s in shown
         ]
         return status_view.status_reply(

@@ -66,12 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"llm-supervisor: config error: {exc}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
-    configure_logging(
-        service="llm-supervisor",
-        log_format=settings.log_format,
-        level=settings.log_level,
-        log_file=settings.log_file,
-    )
+    try:
+        configure_logging(
+            service="llm-supervisor",
+            log_format=settings.log_format,
+            level=settings.log_level,
+            log_file=settings.log_file,
+        )
+    except OSError as exc:  # LOG_FILE passed its check but cannot be opened (permissions)
+        print(f"llm-supervisor: config error: LOG_FILE: {exc}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
     return run(settings, entry=entry, load=load)
 
 

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 
 from llm_service.config import Settings
+from llm_service.errors import StaleRecordError
 from llm_service.status_table import SlotSnapshot, StatusTable, WorkerState
 from supervisor.backoff import BackoffPolicy, ExitInfo, Verdict
 from supervisor.slot import Slot, SlotState, StopReason
@@ -32,6 +33,9 @@ def backoff_policy(settings: Settings, rand: Callable[[], float]) -> BackoffPoli
         cooloff_s=settings.worker_fatal_cooloff_s,
         rand=rand,
     )
+
+
+STALE_WARN_READS = 4  # about a second of loop turns: one preempted writer is not worth a warning
 
 
 class Pool:
@@ -64,6 +68,8 @@ class Pool:
         self._by_pid: dict[int, Slot] = {}
         self._control = (False, 0)
         self._roll_halted = False
+        self._last_good: dict[int, SlotSnapshot] = {}  # a stale record is judged by its last good read
+        self.stale: dict[int, int] = {}  # slot -> consecutive reads that found its record stale
 
     # --- what the loop asks about -------------------------------------------------------------------
 
@@ -83,8 +89,29 @@ class Pool:
         return not self.live_slots()
 
     def read(self) -> dict[int, SlotSnapshot]:
-        """The table records of live workers, by slot index (lock-free reads)."""
-        return {s.index: self._table.read(s.index) for s in self.slots if s.live}
+        """The table records of live workers, by slot index (lock-free, bounded reads)."""
+        snaps = {s.index: self.read_slot(s.index) for s in self.slots if s.live}
+        return {index: snap for index, snap in snaps.items() if snap is not None}
+
+    def read_slot(self, index: int) -> SlotSnapshot | None:
+        """One slot's record, or when it is stale (writer stuck or dead mid-write) its last good one.
+
+        A stale record's last heartbeat ages, so a writer that never finishes its write is judged
+        hung after WORKER_HEARTBEAT_TIMEOUT and replaced, like any silent worker.
+        """
+        try:
+            snap = self._table.read(index)
+        except StaleRecordError as exc:
+            streak = self.stale.get(index, 0) + 1
+            self.stale[index] = streak
+            if streak == STALE_WARN_READS:
+                log.warning(
+                    "Worker %d: status record unreadable (%s); using its last good reading", index, exc
+                )
+            return self._last_good.get(index)
+        self.stale.pop(index, None)
+        self._last_good[index] = snap
+        return snap
 
     # --- starting ----------------------------------------------------------------------------------
 
@@ -92,6 +119,8 @@ class Pool:
         """Start a worker in ``slot`` with the current settings (from STOPPED, BACKOFF, FATAL or an exit)."""
         now = self._clock.monotonic()
         self._table.clear(slot.index)
+        self._last_good.pop(slot.index, None)
+        self.stale.pop(slot.index, None)
         self._write_control(slot)
         request = SpawnRequest(
             slot=slot.index,
@@ -290,10 +319,10 @@ class Pool:
             return False
         info = ExitInfo.from_status(status)
         now = self._clock.monotonic()
-        record = self._table.read(slot.index)
+        record = self.read_slot(slot.index)
         self._report_exit(slot, info, record, now - slot.spawned_at)
         if info.boot_failure:
-            own = record.bootstrap_failures if record.pid == slot.pid else 0
+            own = record.bootstrap_failures if record is not None and record.pid == slot.pid else 0
             slot.boot_failures = max(slot.boot_failures + 1, own)
         if self.stopping and not (info.clean and not slot.sigkilled):
             self.unclean_stop = True
@@ -336,10 +365,10 @@ class Pool:
                 decision.delay,
             )
 
-    def _report_exit(self, slot: Slot, info: ExitInfo, snap: SlotSnapshot, uptime: float) -> None:
+    def _report_exit(self, slot: Slot, info: ExitInfo, snap: SlotSnapshot | None, uptime: float) -> None:
         """Log how the worker ended and what it held; count deaths nobody asked for."""
         slot.last_exit = info.describe()
-        held = snap if snap.pid == slot.pid else None
+        held = snap if snap is not None and snap.pid == slot.pid else None
         if slot.stop_reason is not StopReason.NONE and info.clean:
             log.info(
                 "Worker %d (pid %d) exited after %s (%s, up %.1f s)",

@@ -25,16 +25,26 @@ class Request:
     n: int | None = None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
 def parse_request(line: bytes) -> Request:
+    """Parse one request line; raise ProtocolError, and only that, for anything else than a request.
+
+    ``json.loads`` raises more than JSONDecodeError on hostile input: UnicodeDecodeError (bytes that
+    are not UTF-8), ValueError (an integer of more than 4300 digits), RecursionError (``[[[[...``
+    nested deeper than the interpreter's stack). NaN and Infinity are not JSON and are refused.
+    """
     try:
-        data = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
+        data = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("cmd"), str):
         raise ProtocolError('a request is a JSON object with a "cmd" string')
     cmd = data["cmd"]
     if cmd not in COMMANDS:
-        raise ProtocolError(f"unknown cmd {cmd!r}; one of {', '.join(COMMANDS)}")
+        raise ProtocolError(f"unknown cmd {cmd[:40]!r}; one of {', '.join(COMMANDS)}")
     if cmd != "scale":
         return Request(cmd=cmd)
     n = data.get("n")

@@ -4,7 +4,9 @@ Pure logic, used by the supervisor on SIGHUP / ``llmctl reload``. A setting the 
 (pool size, limits, alert levels, the supervisor's own timings) is applied in place; any other change
 (Kafka, S3, GigaChat, tasks, concurrency, logging) is handed to new workers by a rolling restart,
 one slot at a time. Settings fixed at start (the socket path, the table size) need a restart of the
-supervisor, which the reload says in its log line.
+supervisor, which the reload says in its log line. A reload that changes the consumer group or the
+tasks topic is refused: a rolling restart would run old and new workers side by side, two groups (or
+two topics) consuming at once, and the same task could be processed twice.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ SUPERVISOR_ONLY = frozenset(
 )
 FIXED_AT_START = frozenset({"supervisor_socket", "worker_max_processes"})
 LOGGING = frozenset({"log_format", "log_level", "log_file"})
+REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,6 +65,11 @@ class Change:
     @property
     def needs_supervisor_restart(self) -> tuple[str, ...]:
         return tuple(n for n in self.changed if n.lower() in FIXED_AT_START)
+
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """Changes a reload must not make (REFUSED_ON_RELOAD); the supervisor needs a restart."""
+        return tuple(n for n in self.changed if n.lower() in REFUSED_ON_RELOAD)
 
     @property
     def logging(self) -> bool:

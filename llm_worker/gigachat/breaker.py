@@ -85,6 +85,7 @@ class ModelBreaker:
         self._generation = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+        self._local = threading.local()  # per task thread: did its last call fail as the probe?
         self._callbacks: list[Callable[[Breaker], None]] = []
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
@@ -109,6 +110,13 @@ class ModelBreaker:
     def failure_count(self) -> int:
         return self._cb.fail_counter
 
+    def probe_failed(self) -> bool:
+        """True when the calling thread's last call was the half-open probe and the server failed it.
+
+        GigaChatClient then reports ProbeFailedError, which costs the task an attempt.
+        """
+        return bool(getattr(self._local, "probe_failed", False))
+
     def on_change(self, callback: Callable[[Breaker], None]) -> None:
         """Call ``callback(new_state)`` on every transition (see the module docstring for the rules)."""
         with self._lock:
@@ -130,6 +138,7 @@ class ModelBreaker:
         return result
 
     def _admit(self) -> _Ticket:
+        self._local.probe_failed = False
         with self._lock:
             state = self._cb.current_state
             if state == pybreaker.STATE_CLOSED:
@@ -147,6 +156,7 @@ class ModelBreaker:
         with self._lock:
             if ticket.probe:
                 self._probe_in_flight = False
+                self._local.probe_failed = exc is not None and self._cb.is_system_error(exc)
             # A call admitted before the last transition (e.g. started while closed, finished after
             # the breaker opened) says nothing about the current state: drop its outcome.
             if ticket.generation != self._generation:

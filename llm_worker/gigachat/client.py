@@ -31,7 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from llm_service.config import Settings
-from llm_service.errors import BreakerOpenError, PermanentTaskError, TransientTaskError
+from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
 from llm_worker.gigachat.auth import TokenProvider
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
 from llm_worker.gigachat.breaker import ModelBreaker
@@ -194,6 +194,13 @@ class GigaChatClient:
                     f"{request.what} failed, then the circuit breaker opened: {last}", code=last.code
                 ) from None
             if isinstance(outcome, RetryableFailure):
+                if request.gated and self._breaker.probe_failed():
+                    # The breaker is open again; the next attempt would only be refused. Say so in a
+                    # way that costs the task an attempt (see ProbeFailedError).
+                    raise ProbeFailedError(
+                        f"{request.what} failed as the circuit breaker's probe: {outcome.error}",
+                        code=outcome.error.code,
+                    )
                 failures.append(outcome)
             return outcome
 

@@ -16,8 +16,12 @@ shared by all worker processes of a host. So the limit lives in a directory of l
 When the cap shrinks, calls already holding higher permits finish normally; new calls wait.
 
 The directory is keyed by API URL, scope and a hash of the key, so two accounts never share a
-limit. Who uses it: one ConcurrencyLimiter per worker process, created after the fork (flocks belong
-to open file descriptions, which a fork would share), used from all task threads via GigaChatClient.
+limit. It is private: created 0700 (tightened to 0700 when ours and looser) and refused when another
+user owns it, or its parent is another user's or writable by others without the sticky bit. Anyone
+who could write there could hold every permit and stop this host's model calls.
+
+Who uses it: one ConcurrencyLimiter per worker process, created after the fork (flocks belong to
+open file descriptions, which a fork would share), used from all task threads via GigaChatClient.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import logging
 import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 
 from llm_service.config import Settings
-from llm_service.errors import TransientTaskError
+from llm_service.errors import ConfigError, TransientTaskError
 from llm_worker.gigachat.models import MODEL_BUSY
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,33 @@ def default_directory(settings: Settings) -> Path:
     # Only a digest of the key: it separates accounts without the secret appearing in a path.
     account = "\n".join((settings.gigachat_api_url, settings.gigachat_scope, settings.gigachat_auth_key))
     return base / hashlib.sha256(account.encode()).hexdigest()[:16]
+
+
+def private_directory(directory: Path) -> None:
+    """Make ``directory`` (and a missing parent) 0700; ConfigError when it is not safely ours.
+
+    Called in the worker when the limiter opens; the worker ends BOOT_FAILED with the reason.
+    """
+    uid = os.getuid()
+    parent = directory.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = parent.stat()
+    if info.st_uid not in (uid, 0) or (info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
+        raise ConfigError(
+            f"GIGACHAT_LIMITER_DIR: {parent} belongs to uid {info.st_uid} or others may write to it; "
+            "use a directory of the service user"
+        )
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    info = directory.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+        raise ConfigError(
+            f"GIGACHAT_LIMITER_DIR: {directory} is not a directory of uid {uid} (owner {info.st_uid}); "
+            "refusing to share call permits with another user"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
 
 
 def _parse_time(raw: bytes) -> float:
@@ -243,8 +275,8 @@ class ConcurrencyLimiter:
         self._open()
 
     def _open(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        private_directory(self.directory)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         self._permit_fds = [
             os.open(self.directory / f"permit-{i}", flags, 0o600) for i in range(self.max_concurrency)
         ]

@@ -52,6 +52,16 @@ def test_environment_overrides_the_env_file(tmp_path: Path) -> None:
             "Bad_Bucket",
             "MINIO_INPUT_BUCKET='Bad_Bucket': is not a valid S3 bucket name",
         ),
+        ("TASK_TIMEOUT_S", "inf", "TASK_TIMEOUT_S='inf': must be a finite number"),
+        ("LIMIT_WINDOW_S", "nan", "LIMIT_WINDOW_S='nan': must be a finite number"),
+        ("GIGACHAT_TIMEOUT_S", "1e400", "GIGACHAT_TIMEOUT_S='1e400': must be a finite number"),
+        ("WORKER_PROCESSES", "9" * 5000, "WORKER_PROCESSES='" + "9" * 60 + "'... (5000 characters): must be"),
+        (
+            "LOG_FILE",
+            "/nonexistent-dir/x.log",
+            "LOG_FILE='/nonexistent-dir/x.log': folder '/nonexistent-dir'",
+        ),
+        ("LOG_FILE", "/tmp", "LOG_FILE='/tmp': is a directory"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str, expected: str) -> None:
@@ -72,6 +82,13 @@ def test_secrets_never_appear_in_errors_or_masked_output() -> None:
     assert shown["GIGACHAT_AUTH_KEY"] == SECRET_MASK
     assert shown["MINIO_SECRET_KEY"] == SECRET_MASK
     assert "s3cr3t-key" not in repr(shown) and "hunter2" not in repr(shown)
+
+
+def test_an_env_file_that_is_not_utf8_is_one_config_error(tmp_path: Path) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_bytes(b"WORKER_PROCESSES=2\nGIGACHAT_MODEL=Giga\xffChat\n")
+    with pytest.raises(ConfigError, match=r"bad.env is not UTF-8 \(byte 38\)"):
+        load_settings({}, env_file=env_file)
 
 
 def test_missing_explicit_env_file_is_an_error(tmp_path: Path) -> None:

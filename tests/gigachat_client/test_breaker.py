@@ -109,6 +109,24 @@ def test_a_failed_probe_reopens_for_another_timeout() -> None:
     assert changes == [Breaker.OPEN, Breaker.HALF_OPEN, Breaker.OPEN]
 
 
+def test_only_the_thread_whose_probe_failed_is_told_so() -> None:
+    clock = FakeClock()
+    breaker, _ = make(clock)
+    trip(breaker, 3)  # the failure that opens it is not a probe
+    assert not breaker.probe_failed()
+    clock.advance(10)
+    trip(breaker, 1)  # the probe fails
+    assert breaker.probe_failed()
+    seen: list[bool] = []
+    other = threading.Thread(target=lambda: seen.append(breaker.probe_failed()))
+    other.start()
+    other.join(5)
+    assert seen == [False]
+    with pytest.raises(BreakerOpenError):
+        breaker.call(ok)
+    assert not breaker.probe_failed()  # a refusal resets it: the flag is about the last call only
+
+
 def test_half_open_admits_exactly_one_probe_while_others_are_refused() -> None:
     clock = FakeClock()
     breaker, _ = make(clock)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from llm_service.errors import BreakerOpenError, PermanentTaskError, TransientTaskError
+from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
 from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
 from tests.gigachat_client.fakes import (
     API_URL,
@@ -253,6 +253,19 @@ def test_breaker_opens_on_5xx_and_then_fails_fast_without_http(tmp_path: Path) -
     assert sent == 3
     assert rig.api_calls() == 3
     assert caught.value.code == "BREAKER_OPEN" and caught.value.transient
+
+
+def test_a_failed_probe_is_reported_as_counting_and_not_retried(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, Script(api=[response(502, "bad gateway")]), gigachat_breaker_fail_max=1)
+    with pytest.raises(TransientTaskError):
+        rig.chat()  # the first 502 opens the breaker
+    sent = rig.api_calls()
+    rig.clock.advance(16)  # past the reset timeout: the next call is the half-open probe
+    with pytest.raises(ProbeFailedError) as caught:
+        rig.chat()
+    assert rig.api_calls() == sent + 1  # the probe only: no retry into an open breaker
+    assert caught.value.code == "MODEL_UNAVAILABLE" and "probe" in str(caught.value)
+    assert not isinstance(caught.value, BreakerOpenError)
 
 
 def test_limiter_learns_from_429_and_success(tmp_path: Path) -> None:

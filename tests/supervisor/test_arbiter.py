@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import selectors
 import signal
@@ -132,6 +133,57 @@ def test_bad_reload_keeps_the_old_config_with_one_clear_line(
         "Reload (SIGHUP) rejected, keeping the old config: WORKER_PROCESSES='two': must be a whole number"
     ]
     assert world.notifier.sent[-2:] == ["RELOADING=1", "READY=1"]
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        ({"kafka_group_id": "other-group"}, "KAFKA_GROUP_ID"),
+        ({"kafka_tasks_topic": "t2"}, "KAFKA_TASKS_TOPIC"),
+    ],
+)
+def test_a_group_or_topic_change_is_refused_on_reload(
+    world: World, caplog: pytest.LogCaptureFixture, change: dict[str, str], refused: str
+) -> None:
+    world.next_settings = dataclasses.replace(world.settings, gigachat_model="Other", **change)
+    reply = world.arbiter.reload("SIGHUP")
+    assert reply["ok"] is False and f"{refused} cannot change on reload" in reply["error"]
+    assert world.arbiter.settings is world.settings and not world.arbiter.pool.generation
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("Reload (SIGHUP) rejected, keeping the old config: ")
+    assert "restart the supervisor" in errors[0]
+
+
+def test_more_workers_than_the_table_fixed_at_start_is_refused(world: World) -> None:
+    world.next_settings = dataclasses.replace(world.settings, worker_processes=6, worker_max_processes=8)
+    reply = world.arbiter.reload("SIGHUP")
+    assert reply["ok"] is False and "exceeds WORKER_MAX_PROCESSES=4" in reply["error"]
+    assert world.arbiter.pool.wanted == 2
+
+
+def test_a_log_file_that_cannot_be_opened_is_refused_and_logging_stays(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handlers = list(logging.getLogger().handlers)
+    (tmp_path / "dir.log").mkdir()  # passes no check when made after loading: opening it fails
+    world.next_settings = dataclasses.replace(world.settings, log_file=str(tmp_path / "dir.log"))
+    reply = world.arbiter.reload("SIGHUP")
+    assert reply["ok"] is False and "LOG_FILE=" in reply["error"] and "cannot open" in reply["error"]
+    assert logging.getLogger().handlers == handlers
+    assert world.arbiter.settings is world.settings
+
+
+def test_an_unexpected_error_while_loading_is_a_rejected_reload(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> Settings:
+        raise RuntimeError("a bug in the loader")
+
+    world.arbiter._p.load_settings = broken
+    reply = world.arbiter.reload("SIGHUP")
+    assert reply["ok"] is False and "RuntimeError: a bug in the loader" in reply["error"]
+    assert world.arbiter.settings is world.settings
+    assert any("rejected, keeping the old config" in r.getMessage() for r in caplog.records)
 
 
 def test_pool_size_and_limits_apply_in_place(world: World) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from llm_service.errors import ConfigError
-from supervisor.control_socket import ControlServer
+from supervisor.control_socket import BATCH, ControlServer
 from supervisor.protocol import Request
 
 
@@ -91,3 +92,121 @@ def test_a_live_server_is_not_displaced_and_a_stale_file_is_replaced(
     other.open()
     other.close()
     assert not stale.exists()
+
+
+def registered_fds(selector: selectors.BaseSelector) -> int:
+    return len(selector.get_map())
+
+
+def test_a_client_that_hangs_up_after_its_reply_is_unregistered_and_closed(
+    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
+) -> None:
+    """The fd leak of issue 7: on EOF with an empty outbox nothing closed the client, epoll spun."""
+    server, selector, _ = served
+    idle = registered_fds(selector)
+    for _ in range(50):
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(server.path)
+        client.sendall(b'{"cmd":"status"}\n')
+        pump(selector, 2)
+        client.settimeout(2)
+        assert json.loads(client.makefile("rb").readline())["ok"] is True
+        client.close()
+        pump(selector, 2)
+    assert server.client_count == 0
+    assert registered_fds(selector) == idle
+    assert selector.select(0.05) == []  # nothing left to wake the loop
+
+
+def test_a_half_closed_client_still_gets_its_reply(
+    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
+) -> None:
+    server, selector, _ = served
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(server.path)
+    client.sendall(b'{"cmd":"status"}\n{"cmd":"health"}\n')
+    client.shutdown(socket.SHUT_WR)  # `printf ... | nc -U`: request sent, then EOF
+    pump(selector, 5)
+    client.settimeout(2)
+    lines = client.makefile("rb").readlines()
+    assert [json.loads(x)["cmd"] for x in lines] == ["status", "health"]
+    assert server.client_count == 0
+
+
+def test_a_handler_bug_gives_one_error_reply_and_the_next_client_is_served(tmp_path: Path) -> None:
+    selector = selectors.DefaultSelector()
+
+    def handler(request: Request) -> dict[str, Any]:
+        if request.cmd == "reload":
+            raise RuntimeError("a bug")
+        if request.cmd == "health":
+            return {"ok": True, "x": float("nan")}  # not encodable as JSON (allow_nan=False)
+        return {"ok": True, "cmd": request.cmd}
+
+    server = ControlServer(path=str(tmp_path / "s.sock"), selector=selector, handler=handler)
+    server.open()
+    try:
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(server.path)
+        client.sendall(b'{"cmd":"reload"}\n{"cmd":"health"}\n{"cmd":"status"}\n')
+        pump(selector)
+        client.settimeout(2)
+        replies = client.makefile("rb")
+        got = [json.loads(replies.readline()) for _ in range(3)]
+        assert got[0] == {"ok": False, "error": "internal error: RuntimeError"}
+        assert got[1]["ok"] is False and got[2] == {"ok": True, "cmd": "status"}
+        client.close()
+    finally:
+        server.close()
+        selector.close()
+
+
+def test_pipelined_requests_are_all_answered_in_bounded_batches(
+    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
+) -> None:
+    server, selector, seen = served
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(server.path)
+    client.setblocking(False)
+    payload = b'{"cmd":"status"}\n' * 3000
+    received = bytearray()
+    for _ in range(5000):
+        if payload:
+            with contextlib.suppress(BlockingIOError):
+                payload = payload[client.send(payload) :]
+        before = len(seen)
+        for key, mask in selector.select(0.05):
+            key.data(mask)
+        assert len(seen) - before <= BATCH  # one wake-up answers at most BATCH lines
+        with contextlib.suppress(BlockingIOError):
+            received += client.recv(1 << 20)
+        if received.count(b"\n") == 3000:
+            break
+    assert received.count(b"\n") == 3000
+    client.close()
+
+
+def test_a_greedy_client_that_never_reads_does_not_starve_another(
+    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
+) -> None:
+    server, selector, seen = served
+    greedy = socket.socket(socket.AF_UNIX)
+    greedy.connect(server.path)
+    greedy.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(100_000):
+            greedy.send(b'{"cmd":"status"}\n' * 64)  # until its send buffer and our backlog are full
+    pump(selector, 50)
+    answered = len(seen)
+    pump(selector, 20)
+    assert len(seen) == answered  # it reads nothing, so it is no longer served: bounded outbox
+    polite = socket.socket(socket.AF_UNIX)
+    polite.connect(server.path)
+    polite.sendall(b'{"cmd":"health"}\n')
+    pump(selector, 5)
+    polite.settimeout(2)
+    assert json.loads(polite.makefile("rb").readline())["cmd"] == "health"
+    polite.close()
+    greedy.close()
+    pump(selector, 5)
+    assert server.client_count == 0

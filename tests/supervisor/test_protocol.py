@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 
 import pytest
 
@@ -43,3 +45,33 @@ def test_encoding_is_one_line() -> None:
     assert encode_request("scale", n=2) == b'{"cmd": "scale", "n": 2}\n'
     reply = encode_reply({"ok": True, "text": "a\nb"})
     assert reply.count(b"\n") == 1 and json.loads(reply) == {"ok": True, "text": "a\nb"}
+
+
+HOSTILE_LINES = [
+    b"[" * 100_000,  # RecursionError inside json
+    b'{"cmd": "scale", "n": ' + b"9" * 5000 + b"}",  # int of more than 4300 digits: ValueError
+    b'{"cmd": "scale", "n": 1e400}',
+    b'{"cmd": "scale", "n": NaN}',
+    b'{"cmd": "scale", "n": Infinity}',
+    b'{"cmd": "' + b"x" * 60_000 + b'"}',
+    b'{"cmd": "status"\xff}',
+    b"\x00" * 1000,
+    bytes(range(256)),
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE_LINES, ids=lambda b: repr(b[:24]))
+def test_hostile_lines_raise_only_protocol_error_with_a_short_message(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(line)
+    assert len(str(caught.value)) < 400
+
+
+def test_random_bytes_never_escape_as_another_exception() -> None:
+
+    rng = random.Random(7)
+    alphabet = b'{}[]":,0123456789.eE-+ntruefalsecmdstatusscale\\\xff\x00'
+    for _ in range(5000):
+        line = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        with contextlib.suppress(ProtocolError):
+            parse_request(line)

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from kafka.errors import MessageSizeTooLargeError
 
-from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
+from llm_service.errors import (
+    BreakerOpenError,
+    PermanentTaskError,
+    ProbeFailedError,
+    TaskError,
+    TransientTaskError,
+)
 from llm_service.status_table import Stage
 from llm_worker.events import Source
 from llm_worker.gigachat.models import ChatResult
@@ -265,6 +271,16 @@ def test_failures_while_the_breaker_is_open_cost_no_attempt() -> None:
     h = Harness(FakeModel(failed, failed, ANSWER), attempts=1, breaker_open=True)
     assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
     assert h.publisher.codes()[-1] == 3
+
+
+def test_a_prompt_that_fails_every_probe_uses_up_its_attempts_and_fails() -> None:
+    """Issue 7 item 5: a failed half-open probe counts, so one bad prompt cannot hold the breaker open."""
+    probe = ProbeFailedError("503 as the circuit breaker's probe", code="MODEL_UNAVAILABLE")
+    h = Harness(FakeModel(probe, probe, probe, ANSWER), attempts=3, breaker_open=True)
+    h.run({"task_id": "t1", "prompt": "x"})
+    assert len(h.model.calls) == 3
+    assert h.publisher.codes()[-1] == 4 and h.publisher.statuses[-1]["attempt"] == 3
+    assert [d["code"] for d in h.publisher.dead] == ["MODEL_UNAVAILABLE"]
 
 
 def test_model_4xx_is_permanent() -> None:
