@@ -55,6 +55,10 @@ def percent(value: float) -> str | None:
     return None if 0 < value <= 100 else "must be a percentage in (0, 100]"
 
 
+def port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port 0-65535"
+
+
 def one_of(*allowed: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}"
@@ -271,6 +275,14 @@ class Settings:
     )
     supervisor_lag_interval_s: float = setting(
         30.0, "Seconds between consumer-lag probes of the Kafka group (0: off)", check=non_negative
+    )
+
+    # Metrics (docs/metrics.md)
+    metrics_port: int = setting(
+        0, "TCP port of the supervisor's Prometheus endpoint /metrics (0: off)", check=port, group="Metrics"
+    )
+    metrics_addr: str = setting(
+        "0.0.0.0", "Address the metrics endpoint binds (0.0.0.0 for a container; 127.0.0.1 for local only)"
     )
 
     # Logging

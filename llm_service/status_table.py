@@ -408,7 +408,9 @@ class SlotWriter:
 
     def _observe(self, seconds: float) -> None:
         """One processing time into the histogram; inside a write."""
-        bucket = next((i for i, le in enumerate(PROCESSING_BUCKETS_S) if seconds <= le), len(PROCESSING_BUCKETS_S))
+        bucket = next(
+            (i for i, le in enumerate(PROCESSING_BUCKETS_S) if seconds <= le), len(PROCESSING_BUCKETS_S)
+        )
         name = f"processing_bucket_{bucket}"
         self._put(name, int(self._get(name)) + 1)
         self._put("processing_s_sum", float(self._get("processing_s_sum")) + seconds)

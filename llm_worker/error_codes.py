@@ -4,6 +4,8 @@ of ``llm_worker.gigachat.models``). Each is documented in docs/worker.md; keep t
 
 from __future__ import annotations
 
+from llm_worker.gigachat import models as model_codes  # the model codes live with the client raising them
+
 # The message itself
 INVALID_JSON = "INVALID_JSON"  # not UTF-8 JSON
 INVALID_TASK = "INVALID_TASK"  # JSON, but not a task: missing or ill-typed fields
@@ -26,10 +28,8 @@ OTHER = "OTHER"  # not an error.code: the metrics' bucket for any code missing f
 
 
 def _counted() -> tuple[str, ...]:
-    from llm_worker.gigachat import models  # the model codes live with the client that raises them
-
     own = [v for k, v in globals().items() if k.isupper() and isinstance(v, str) and v != OTHER]
-    model = [v for k, v in vars(models).items() if k.isupper() and isinstance(v, str)]
+    model = [v for k, v in vars(model_codes).items() if k.isupper() and isinstance(v, str)]
     return (*dict.fromkeys([*own, *model]), OTHER)
 
 
