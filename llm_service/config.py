@@ -244,11 +244,22 @@ class Settings:
 
     # Limits (the runbook's norms and alert levels)
     limit_cpu_percent: float = setting(
-        80.0, "Host CPU norm; above it the pool sheds load", check=percent, group="Limits"
+        80.0,
+        "Service CPU norm (% of its cgroup limit or the host); above it the pool sheds load",
+        check=percent,
+        group="Limits",
     )
-    limit_ram_percent: float = setting(80.0, "Host RAM norm; above it the pool sheds load", check=percent)
-    alert_cpu_percent: float = setting(90.0, "Host CPU level that raises an alert", check=percent)
-    alert_ram_percent: float = setting(90.0, "Host RAM level that raises an alert", check=percent)
+    limit_ram_percent: float = setting(
+        80.0,
+        "Service RAM norm (% of its cgroup limit or the host); above it the pool sheds load",
+        check=percent,
+    )
+    alert_cpu_percent: float = setting(
+        90.0, "Service CPU level that pauses intake and raises an alert", check=percent
+    )
+    alert_ram_percent: float = setting(
+        90.0, "Service RAM level that pauses intake and raises an alert", check=percent
+    )
     limit_disk_free_mb: int = setting(1024, "Free disk below which intake pauses, MiB", check=non_negative)
     limit_window_s: float = setting(
         30.0, "Window over which CPU and RAM are averaged, seconds", check=positive
