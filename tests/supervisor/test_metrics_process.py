@@ -25,7 +25,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_a_port_outside_tcp_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="METRICS_PORT.*0-65535"):
+    with pytest.raises(ConfigError, match=r"METRICS_PORT.*0-65535"):
         load_settings(environ={"METRICS_PORT": "70000"})
 
 
