@@ -57,6 +57,10 @@ def percent(value: float) -> str | None:
     return None if 0 < value <= 100 else "must be a percentage in (0, 100]"
 
 
+def port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port 0-65535"
+
+
 def one_of(*allowed: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}"
@@ -252,11 +256,22 @@ class Settings:
 
     # Limits (the runbook's norms and alert levels)
     limit_cpu_percent: float = setting(
-        80.0, "Host CPU norm; above it the pool sheds load", check=percent, group="Limits"
+        80.0,
+        "Service CPU norm (% of its cgroup limit or the host); above it the pool sheds load",
+        check=percent,
+        group="Limits",
     )
-    limit_ram_percent: float = setting(80.0, "Host RAM norm; above it the pool sheds load", check=percent)
-    alert_cpu_percent: float = setting(90.0, "Host CPU level that raises an alert", check=percent)
-    alert_ram_percent: float = setting(90.0, "Host RAM level that raises an alert", check=percent)
+    limit_ram_percent: float = setting(
+        80.0,
+        "Service RAM norm (% of its cgroup limit or the host); above it the pool sheds load",
+        check=percent,
+    )
+    alert_cpu_percent: float = setting(
+        90.0, "Service CPU level that pauses intake and raises an alert", check=percent
+    )
+    alert_ram_percent: float = setting(
+        90.0, "Service RAM level that pauses intake and raises an alert", check=percent
+    )
     limit_disk_free_mb: int = setting(1024, "Free disk below which intake pauses, MiB", check=non_negative)
     limit_window_s: float = setting(
         30.0, "Window over which CPU and RAM are averaged, seconds", check=positive
@@ -283,6 +298,14 @@ class Settings:
     )
     supervisor_lag_interval_s: float = setting(
         30.0, "Seconds between consumer-lag probes of the Kafka group (0: off)", check=non_negative
+    )
+
+    # Metrics (docs/metrics.md)
+    metrics_port: int = setting(
+        0, "TCP port of the supervisor's Prometheus endpoint /metrics (0: off)", check=port, group="Metrics"
+    )
+    metrics_addr: str = setting(
+        "0.0.0.0", "Address the metrics endpoint binds (0.0.0.0 for a container; 127.0.0.1 for local only)"
     )
 
     # Logging

@@ -33,8 +33,16 @@ READ_STUCK_S = 0.1  # odd counter unchanged this long: writer stuck or dead (a b
 # a preempted writer off the CPU for tens of ms; 10 ms made a stress test fail)
 TASK_ID_BYTES = 128
 
+# The processing-time histogram of finished tasks: upper bounds in seconds, +Inf implied after the last.
+# Fixed here because the buckets are counters in shared memory; ALERT_AVG_PROCESSING_S's default
+# (120 s) is one of the bounds.
+PROCESSING_BUCKETS_S: tuple[float, ...] = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Counters of FAILED tasks by error code. The table only knows their number; the code of each index
+# is llm_worker.error_codes.COUNTED (its last index counts every other code).
+FAILURE_CODE_COUNTERS = 32
+
 _MAGIC = 0x4C4C4D53  # "LLMS"
-_LAYOUT_VERSION = 1
+_LAYOUT_VERSION = 2
 _HEADER = struct.Struct("<IIII")  # magic, layout version, slots, record size
 _RECORDS_AT = 64
 
@@ -88,6 +96,12 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("oldest_pending_ts", "d"),  # wall time of the oldest message taken but not committed; 0 if none
     ("kafka_errors", "Q"),  # cumulative; the supervisor derives the per-minute rate
     ("bootstrap_failures", "Q"),  # consecutive; reset when bootstrap succeeds
+    # For the Prometheus exporter (docs/metrics.md); cumulative like done/failed.
+    ("model_calls", "Q"),  # chat requests answered or failed (a breaker refusal sends none)
+    ("model_errors", "Q"),  # of which failed
+    ("processing_s_sum", "d"),  # the histogram's sum: seconds of the tasks counted in done
+    *((f"processing_bucket_{i}", "Q") for i in range(len(PROCESSING_BUCKETS_S) + 1)),  # not cumulative
+    *((f"failed_code_{i}", "Q") for i in range(FAILURE_CODE_COUNTERS)),
     ("pid", "i"),
     ("in_flight", "I"),
     ("capacity", "I"),
@@ -161,6 +175,11 @@ class SlotSnapshot:
     drain: bool
     concurrency_cap: int
     tasks: tuple[TaskInFlight, ...]
+    model_calls: int = 0
+    model_errors: int = 0
+    processing_s_sum: float = 0.0
+    processing_buckets: tuple[int, ...] = ()  # per bucket of PROCESSING_BUCKETS_S, then +Inf; not cumulative
+    failed_by_code: tuple[int, ...] = ()  # by index of llm_worker.error_codes.COUNTED
 
     def heartbeat_age(self, now: float | None = None) -> float:
         if self.heartbeat == 0:
@@ -319,6 +338,11 @@ def _snapshot(slot: int, v: _Values, c: _Values, rows: list[tuple[float, int, by
         drain=bool(c["drain"]),
         concurrency_cap=c["concurrency_cap"],
         tasks=tasks,
+        model_calls=v["model_calls"],
+        model_errors=v["model_errors"],
+        processing_s_sum=v["processing_s_sum"],
+        processing_buckets=tuple(v[f"processing_bucket_{i}"] for i in range(len(PROCESSING_BUCKETS_S) + 1)),
+        failed_by_code=tuple(v[f"failed_code_{i}"] for i in range(FAILURE_CODE_COUNTERS)),
     )
 
 
@@ -393,8 +417,13 @@ class SlotWriter:
             self._buf[self._task_pos(entry) + 8] = stage  # the stage byte follows the 8-byte start time
             self._begin()
 
-    def task_finished(self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0) -> None:
-        """Move a task out of flight and into the done or failed counters and the averages."""
+    def task_finished(
+        self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0, code_index: int = -1
+    ) -> None:
+        """Move a task out of flight and into the done or failed counters, the averages and the histogram.
+
+        ``code_index`` (a FAILED task's error code, by llm_worker.error_codes.COUNTED) is counted too.
+        """
         with self._lock:
             self._begin()
             self._release(entry)
@@ -406,7 +435,32 @@ class SlotWriter:
                 avg = float(self._get("avg_processing_ms"))
                 self._put("avg_processing_ms", avg + (processing_ms - avg) / finished)
                 self._put("last_processing_ms", processing_ms)
+                self._observe(processing_ms / 1000.0)
+            else:
+                self._count_code(code_index)
             self._begin()
+
+    def task_rejected(self, *, code_index: int) -> None:
+        """A message that never became a task (invalid): counted as failed, with its error code."""
+        with self._lock:
+            self._begin()
+            self._put("failed", int(self._get("failed")) + 1)
+            self._count_code(code_index)
+            self._begin()
+
+    def _observe(self, seconds: float) -> None:
+        """One processing time into the histogram; inside a write."""
+        bucket = next(
+            (i for i, le in enumerate(PROCESSING_BUCKETS_S) if seconds <= le), len(PROCESSING_BUCKETS_S)
+        )
+        name = f"processing_bucket_{bucket}"
+        self._put(name, int(self._get(name)) + 1)
+        self._put("processing_s_sum", float(self._get("processing_s_sum")) + seconds)
+
+    def _count_code(self, code_index: int) -> None:
+        if 0 <= code_index < FAILURE_CODE_COUNTERS:
+            name = f"failed_code_{code_index}"
+            self._put(name, int(self._get(name)) + 1)
 
     def task_dropped(self, entry: int) -> None:
         """Move a task out of flight without an outcome: handed back, or already finished elsewhere."""

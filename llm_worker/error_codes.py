@@ -4,6 +4,8 @@ of ``llm_worker.gigachat.models``). Each is documented in docs/worker.md; keep t
 
 from __future__ import annotations
 
+from llm_worker.gigachat import models as model_codes  # the model codes live with the client raising them
+
 # The message itself
 INVALID_JSON = "INVALID_JSON"  # not UTF-8 JSON
 INVALID_TASK = "INVALID_TASK"  # JSON, but not a task: missing or ill-typed fields
@@ -22,3 +24,24 @@ STORAGE_ERROR = "STORAGE_ERROR"  # S3 refused the request (permanent, e.g. acces
 # The worker
 INTERNAL = "INTERNAL"  # a bug: an unexpected exception in the pipeline (traceback in the log)
 TIMED_OUT = "TIMED_OUT"  # TASK_TIMEOUT_S passed before the task could finish
+
+OTHER = "OTHER"  # not an error.code: the metrics' bucket for any code missing from COUNTED
+
+
+def _counted() -> tuple[str, ...]:
+    own = [v for k, v in globals().items() if k.isupper() and isinstance(v, str) and v != OTHER]
+    model = [v for k, v in vars(model_codes).items() if k.isupper() and isinstance(v, str)]
+    return (*dict.fromkeys([*own, *model]), OTHER)
+
+
+# The codes a worker counts one by one in its status-table slot (FAILURE_CODE_COUNTERS of
+# llm_service/status_table.py); the supervisor exports them as llm_service_tasks_total{code=...}.
+COUNTED: tuple[str, ...] = _counted()
+
+
+def counted_index(code: str) -> int:
+    """The status-table counter of ``code``: its place in COUNTED, or OTHER's."""
+    try:
+        return COUNTED.index(code)
+    except ValueError:
+        return len(COUNTED) - 1

@@ -120,7 +120,10 @@ class Progress(Protocol):
 
     def task_started(self, task_id: str) -> int: ...
     def task_stage(self, entry: int, stage: Stage) -> None: ...
-    def task_finished(self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0) -> None: ...
+    def task_finished(
+        self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0, code_index: int = -1
+    ) -> None: ...
+    def task_rejected(self, *, code_index: int) -> None: ...
     def task_dropped(self, entry: int) -> None: ...
     def add(self, **deltas: float | int) -> None: ...
 
@@ -238,7 +241,7 @@ class TaskPipeline:
                 self._fail(record, parsed.error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
             except ShutdownRequested:
                 return Outcome.HANDED_BACK
-            self._progress.add(failed=1)
+            self._progress.task_rejected(code_index=codes.counted_index(parsed.error.code))
             return Outcome.DONE
         started = self._clock()
         run = _Run(
@@ -290,7 +293,7 @@ class TaskPipeline:
             self._dropped(run)
             return Outcome.HANDED_BACK
         self._mark_final(run, TaskStatus.FAILED)
-        self._progress.task_finished(run.entry, ok=False)
+        self._progress.task_finished(run.entry, ok=False, code_index=codes.counted_index(error.code))
         return Outcome.DONE
 
     def _dropped(self, run: _Run) -> None:
@@ -395,13 +398,25 @@ class TaskPipeline:
         if run.attempt > run.announced:
             run.announced = run.attempt
             self._send_status(run, TaskStatus.PROCESSING)
-        return self._model.chat(
-            task_id=run.spec.task_id,
-            messages=messages,
-            model=run.spec.model,
-            params=run.spec.params,
-            deadline=run.deadline,
-        )
+        return self._chat(run, messages)
+
+    def _chat(self, run: _Run, messages: list[dict[str, Any]]) -> ChatResult:
+        """One chat request, counted for the metrics (model calls and errors); a breaker refusal sent none."""
+        try:
+            chat = self._model.chat(
+                task_id=run.spec.task_id,
+                messages=messages,
+                model=run.spec.model,
+                params=run.spec.params,
+                deadline=run.deadline,
+            )
+        except BreakerOpenError:
+            raise
+        except TaskError:
+            self._progress.add(model_calls=1, model_errors=1)
+            raise
+        self._progress.add(model_calls=1)
+        return chat
 
     def _require_time(self, run: _Run) -> None:
         if self._clock() >= run.deadline:

@@ -139,6 +139,7 @@ def render_table(reply: dict[str, Any]) -> str:
     lines = [
         f"health: {reply.get('health')}   workers: {sup.get('workers_running')}/{sup.get('workers_wanted')}"
         f"   CPU {system.get('cpu_percent')}%   RAM {system.get('ram_percent')}%"
+        f" ({'of the cgroup limit' if system.get('limits_source') == 'cgroup' else 'own share of the host'})"
         f"   disk free {system.get('disk_free_mb')} MiB   intake {intake}   lag {sup.get('consumer_lag_s')}s",
     ]
     lines += [f"  {a['level'].upper()}: {a['name']}: {a['message']}" for a in reply.get("alerts", [])]

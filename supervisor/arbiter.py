@@ -37,6 +37,8 @@ from supervisor.limits import (
     decide_worker,
     shed_cap,
 )
+from supervisor.metrics import Exporter, MetricsView, WorkerView
+from supervisor.metrics_server import MetricsServer
 from supervisor.pool import Pool
 from supervisor.protocol import Request, error_reply
 from supervisor.reconfig import Change, compare
@@ -87,6 +89,16 @@ class Arbiter:
         self._server = ControlServer(
             path=settings.supervisor_socket, selector=parts.selector, handler=self.handle_request
         )
+        self._metrics = (
+            MetricsServer(
+                addr=settings.metrics_addr,
+                port=settings.metrics_port,
+                selector=parts.selector,
+                render=Exporter(view=self.metrics_view).render,
+            )
+            if settings.metrics_port
+            else None
+        )
         self._load = LoadTracker(meter=parts.meter, window_s=settings.limit_window_s)
         self._pool_load = PoolLoad(shed=Shed.NONE, disk_low=False, reason="")
         self._alerts = AlertBook()
@@ -100,6 +112,7 @@ class Arbiter:
         self._stop_deadline = 0.0
         self._title = ""
         self._started = parts.clock.monotonic()
+        self._started_wall = parts.clock.wall()
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -117,6 +130,7 @@ class Arbiter:
         self._signals.install()
         self._p.selector.register(self._signals.fileno(), selectors.EVENT_READ, lambda mask: None)
         self._server.open()
+        self._open_metrics()
         log.info(
             "Supervisor %d starting %d worker(s); status socket %s",
             os.getpid(),
@@ -136,11 +150,26 @@ class Arbiter:
         self.assess_health()
         self.report()
 
+    def _open_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        try:
+            self._metrics.open()
+        except OSError as exc:
+            self._server.close()
+            raise ConfigError(
+                f"METRICS_PORT={self.settings.metrics_port}: cannot listen on "
+                f"{self.settings.metrics_addr}: {exc.strerror or exc}"
+            ) from None
+        log.info("Metrics at http://%s:%d/metrics", self._metrics.addr, self._metrics.port)
+
     def finished(self) -> bool:
         return self._stop_mode is not None and self.pool.all_down()
 
     def close(self) -> None:
         self._server.close()
+        if self._metrics is not None:
+            self._metrics.close()
         if self._p.lag is not None:
             self._p.lag.close()
         self._signals.uninstall()
@@ -151,6 +180,8 @@ class Arbiter:
     def _close_in_child(self) -> None:
         """Runs in a freshly forked worker: drop every file the supervisor owns (socket, pipes, selector)."""
         self._server.close_in_child()
+        if self._metrics is not None:
+            self._metrics.close_in_child()
         if self._p.lag is not None:
             self._p.lag.close_in_child()
         self._signals.close()
@@ -384,6 +415,8 @@ class Arbiter:
             new,
             supervisor_socket=self.settings.supervisor_socket,
             worker_max_processes=self.settings.worker_max_processes,
+            metrics_port=self.settings.metrics_port,
+            metrics_addr=self.settings.metrics_addr,
         )
         if {"LOG_FORMAT", "LOG_LEVEL", "LOG_FILE"} & set(changed):
             try:
@@ -507,3 +540,37 @@ class Arbiter:
             "consumer_lag_s": None if self._lag_s() is None else round(self._lag_s() or 0.0, 1),
             "consumer_lag_messages": lag.lag_messages if lag is not None else None,
         }
+
+    def metrics_view(self) -> MetricsView:
+        """What a Prometheus scrape shows; called by the metrics endpoint from the loop, at scrape time."""
+        now = self._clock.monotonic()
+        records = [self._p.table.read(i) for i in range(self._p.table.slots)]
+        workers = [
+            WorkerView(
+                slot=s.index,
+                state=s.state,
+                restarts=s.restarts,
+                record=records[s.index] if s.live and records[s.index].pid == s.pid else None,
+                rss_mb=(reading.rss_mb if (reading := self._load.process(s.pid)) is not None else None),
+            )
+            for s in self.pool.slots
+            if s.index < self.pool.wanted or s.live or s.restarts
+        ]
+        lag = self._p.lag
+        return MetricsView(
+            totals=self.pool.counters.totals(records),
+            workers=workers,
+            workers_wanted=self.pool.wanted,
+            deaths=self.pool.deaths,
+            tasks_interrupted=self.pool.tasks_interrupted,
+            load=self._load.host(),
+            lag_s=self._lag_s(),
+            lag_messages=lag.lag_messages if lag is not None else None,
+            uptime_s=now - self._started,
+            start_time=self._started_wall,
+            health=self._alerts.health(),
+            alerts=[(a.name, a.level) for a in self._alerts.alerts()],
+            intake_paused=self._operator_paused or self._pool_load.intake_paused,
+            intake_paused_by_operator=self._operator_paused,
+            shed_level=int(self._pool_load.shed),
+        )

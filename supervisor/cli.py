@@ -24,6 +24,7 @@ from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
 from llm_service.logs import configure_logging
 from llm_service.status_table import StatusTable
+from supervisor import cgroup
 from supervisor.arbiter import Arbiter, Parts
 from supervisor.lag import LagMonitor
 from supervisor.limits import PsutilMeter
@@ -79,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     return run(settings, entry=entry, load=load)
 
 
+def _limits() -> cgroup.Limits | None:
+    """The cgroup whose limits CPU and RAM are judged against; None: the host's capacity."""
+    limits = cgroup.find_limited()
+    if limits is None:
+        log.info("Limits: no cgroup v2 CPU or memory limit; judging the service's own use of the host")
+    else:
+        log.info(
+            "Limits: cgroup %s (CPU %s cores, memory %s MiB)",
+            limits.path,
+            "unlimited" if limits.cpu_cores is None else f"{limits.cpu_cores:g}",
+            "unlimited" if limits.memory_bytes is None else limits.memory_bytes // (1024 * 1024),
+        )
+    return limits
+
+
 def run(settings: Settings, *, entry: WorkerEntry, load: partial[Settings]) -> int:
     if not become_subreaper():
         log.debug("Not a child subreaper; orphans of workers go to init")
@@ -88,7 +104,7 @@ def run(settings: Settings, *, entry: WorkerEntry, load: partial[Settings]) -> i
         table=table,
         ops=ForkProcessOps(table=table, entry=entry),
         clock=SystemClock(),
-        meter=PsutilMeter(),
+        meter=PsutilMeter(limits=_limits()),
         notifier=Notifier.from_environ(os.environ, pid=os.getpid()),
         load_settings=load,
         hostname=socket.gethostname(),

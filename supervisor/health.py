@@ -97,12 +97,17 @@ def _host_alerts(settings: Settings, host: HostReading, found: Found) -> None:
     if host.cpu_percent > settings.alert_cpu_percent:
         found["cpu_high"] = (
             WARNING,
-            f"host CPU {host.cpu_percent:.0f}% (average of {settings.limit_window_s:.0f} s)",
+            f"service CPU {host.cpu_percent:.0f}% of its {_capacity(host)} "
+            f"(average of {settings.limit_window_s:.0f} s)",
         )
     if host.ram_percent > settings.alert_ram_percent:
-        found["ram_high"] = (WARNING, f"host RAM {host.ram_percent:.0f}%")
+        found["ram_high"] = (WARNING, f"service RAM {host.ram_percent:.0f}% of its {_capacity(host)}")
     if host.disk_free_mb < settings.limit_disk_free_mb:
         found["disk_low"] = (CRITICAL, f"free disk {host.disk_free_mb:.0f} MiB; intake paused")
+
+
+def _capacity(host: HostReading) -> str:
+    return "cgroup limit" if host.source == "cgroup" else "host's capacity"
 
 
 def average_processing_ms(snapshots: list[SlotSnapshot]) -> float:

@@ -1,24 +1,33 @@
 """Resource limits: measure over a window, then decide (the runbook's CPU/RAM < 80 %, disk > 1 GB).
 
-Runs in the supervisor process. Measuring sits behind the :class:`Meter` seam (:class:`PsutilMeter`
-in production, a fake in tests); :class:`LoadTracker` keeps the readings of the last LIMIT_WINDOW_S
-seconds; :func:`decide_pool` and :func:`decide_worker` are pure functions of the averages and the
-settings, so every decision is unit-tested with made-up readings.
+Runs in the supervisor process. CPU and RAM are the service's own share, never the whole host's, so
+a busy neighbour (a broker on the same machine) does not make the service shed load: inside a cgroup
+v2 with a CPU or memory limit (a container), its usage against its limits (:mod:`supervisor.cgroup`,
+``source="cgroup"``); otherwise the summed CPU and RSS of the supervisor and its workers against the
+host's cores and RAM (``source="host"``). The host's own figures are reported beside them.
+
+Measuring sits behind the :class:`Meter` seam (:class:`PsutilMeter` in production, a fake in
+tests); :class:`LoadTracker` keeps the readings of the last LIMIT_WINDOW_S seconds;
+:func:`decide_pool` and :func:`decide_worker` are pure functions of the averages and the settings,
+so every decision is unit-tested with made-up readings.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import psutil
 
 from llm_service.config import Settings
+from supervisor import cgroup
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +36,16 @@ _MIB = 1024 * 1024
 
 @dataclass(frozen=True, kw_only=True)
 class HostReading:
+    """What the limits judge: the service's CPU and RAM share (see the module docstring), free disk."""
+
     cpu_percent: float
     ram_percent: float
     disk_free_mb: float
+    source: str = "host"  # "cgroup": of the cgroup's limits; "host": own processes of the host's capacity
+    host_cpu_percent: float = 0.0  # the whole machine, reported only
+    host_ram_percent: float = 0.0
+    cpu_limit_cores: float = 0.0  # the capacity the CPU share is of
+    ram_limit_bytes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,8 +55,11 @@ class ProcReading:
 
 
 class Meter(Protocol):
-    def host(self) -> HostReading:
-        """CPU since the previous call, RAM now, and the least free space of the work and temp dirs."""
+    def host(self, pids: list[int]) -> HostReading:
+        """CPU since the previous call, RAM now, and the least free space of the work and temp dirs.
+
+        ``pids`` are the workers: with no cgroup limit, they and the supervisor are the service.
+        """
         ...
 
     def process(self, pid: int) -> ProcReading | None:
@@ -51,20 +70,62 @@ class Meter(Protocol):
 
 
 class PsutilMeter:
-    """psutil readings. ``cpu_percent`` with no interval never blocks: it compares with the last call."""
+    """psutil and cgroup readings. ``cpu_percent`` without an interval never blocks: it compares with
+    the previous call.
 
-    def __init__(self, *, paths: tuple[str, ...] | None = None) -> None:
+    ``limits`` is the cgroup to judge by (:func:`supervisor.cgroup.find_limited`), None for the host.
+    """
+
+    def __init__(self, *, paths: tuple[str, ...] | None = None, limits: cgroup.Limits | None = None) -> None:
         self._paths = paths if paths is not None else (os.getcwd(), tempfile.gettempdir())
         self._procs: dict[int, psutil.Process] = {}
+        self._own: dict[int, psutil.Process] = {}  # separate objects: cpu_percent keeps state per object
+        self._ram_total = psutil.virtual_memory().total
+        self._cores = cgroup.host_cores()
+        self._cgroup = (
+            cgroup.CgroupUsage(limits=limits, host_cores=self._cores, host_ram_bytes=self._ram_total)
+            if limits is not None
+            else None
+        )
         psutil.cpu_percent(interval=None)  # prime: the first call has nothing to compare with
 
-    def host(self) -> HostReading:
+    def host(self, pids: list[int]) -> HostReading:
         free = min(psutil.disk_usage(p).free for p in self._paths)
+        host_cpu, host_ram = psutil.cpu_percent(interval=None), psutil.virtual_memory().percent
+        if self._cgroup is not None:
+            usage = self._cgroup.read(time.monotonic())
+            limits = self._cgroup.limits
+            cores, ram = limits.cpu_cores or self._cores, limits.memory_bytes or self._ram_total
+            source, cpu, ram_percent = "cgroup", usage.cpu_percent, usage.ram_percent
+        else:
+            cores, ram = self._cores, self._ram_total
+            source, (cpu, ram_percent) = "host", self._own_share([os.getpid(), *pids])
         return HostReading(
-            cpu_percent=psutil.cpu_percent(interval=None),
-            ram_percent=psutil.virtual_memory().percent,
+            cpu_percent=cpu,
+            ram_percent=ram_percent,
             disk_free_mb=free / _MIB,
+            source=source,
+            host_cpu_percent=host_cpu,
+            host_ram_percent=host_ram,
+            cpu_limit_cores=cores,
+            ram_limit_bytes=ram,
         )
+
+    def _own_share(self, pids: list[int]) -> tuple[float, float]:
+        """CPU and RSS of these processes as percentages of the host's cores and RAM."""
+        cpu = rss = 0.0
+        for pid in pids:
+            try:
+                proc = self._own.get(pid)
+                if proc is None:
+                    proc = self._own[pid] = psutil.Process(pid)
+                cpu += proc.cpu_percent(interval=None)  # 0 on the first reading of a pid
+                rss += proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                self._own.pop(pid, None)
+        for gone in set(self._own) - set(pids):
+            del self._own[gone]
+        return cpu / self._cores, rss / self._ram_total * 100
 
     def process(self, pid: int) -> ProcReading | None:
         try:
@@ -111,7 +172,7 @@ class LoadTracker:
         self._window_s = window_s
         self._cpu = Window(window_s)
         self._ram = Window(window_s)
-        self._disk_free_mb = float("inf")
+        self._last = HostReading(cpu_percent=0.0, ram_percent=0.0, disk_free_mb=float("inf"))
         self._proc_cpu: dict[int, Window] = {}
         self._proc_rss: dict[int, float] = {}
 
@@ -121,10 +182,10 @@ class LoadTracker:
             window.span = window_s
 
     def sample(self, now: float, pids: list[int]) -> None:
-        host = self._meter.host()
+        host = self._meter.host(pids)
         self._cpu.add(now, host.cpu_percent)
         self._ram.add(now, host.ram_percent)
-        self._disk_free_mb = host.disk_free_mb
+        self._last = host
         for pid in pids:
             reading = self._meter.process(pid)
             if reading is None:
@@ -144,8 +205,9 @@ class LoadTracker:
         return self._cpu.covered() >= self._cpu.span / 2
 
     def host(self) -> HostReading:
-        return HostReading(
-            cpu_percent=self._cpu.average(), ram_percent=self._ram.average(), disk_free_mb=self._disk_free_mb
+        """The last reading with CPU and RAM replaced by their window averages."""
+        return dataclasses.replace(
+            self._last, cpu_percent=self._cpu.average(), ram_percent=self._ram.average()
         )
 
     def process(self, pid: int) -> ProcReading | None:

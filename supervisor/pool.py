@@ -17,6 +17,7 @@ from llm_service.status_table import SlotSnapshot, StatusTable, WorkerState
 from supervisor.backoff import BackoffPolicy, ExitInfo, Verdict
 from supervisor.slot import Slot, SlotState, StopReason
 from supervisor.spawn import DUMP_SIGNAL, Clock, ProcessOps, SpawnRequest
+from supervisor.totals import CounterBook
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Pool:
         self.deaths = 0  # exits nobody asked for
         self.tasks_interrupted = 0  # tasks in flight in workers that died (Kafka redelivers them)
         self.unclean_stop = False  # a worker was killed or failed while the supervisor stopped
+        self.counters = CounterBook()  # task counters of records already cleared (the exporter's totals)
         self._table = table
         self._ops = ops
         self._clock = clock
@@ -118,6 +120,7 @@ class Pool:
     def spawn(self, slot: Slot) -> None:
         """Start a worker in ``slot`` with the current settings (from STOPPED, BACKOFF, FATAL or an exit)."""
         now = self._clock.monotonic()
+        self.counters.fold(self._table.read(slot.index))  # the old worker's counts outlive its record
         self._table.clear(slot.index)
         self._last_good.pop(slot.index, None)
         self.stale.pop(slot.index, None)

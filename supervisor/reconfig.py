@@ -43,9 +43,11 @@ SUPERVISOR_ONLY = frozenset(
         "supervisor_socket",
         "supervisor_stop_margin_s",
         "supervisor_lag_interval_s",
+        "metrics_port",
+        "metrics_addr",
     }
 )
-FIXED_AT_START = frozenset({"supervisor_socket", "worker_max_processes"})
+FIXED_AT_START = frozenset({"supervisor_socket", "worker_max_processes", "metrics_port", "metrics_addr"})
 LOGGING = frozenset({"log_format", "log_level", "log_file"})
 REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic"})
 

@@ -76,10 +76,16 @@ def _age(value: float) -> float | None:
 
 
 def system_entry(host: HostReading) -> dict[str, Any]:
+    """CPU and RAM are the service's share the limits judge; ``limits_source`` says of what."""
     return {
         "cpu_percent": round(host.cpu_percent, 1),
         "ram_percent": round(host.ram_percent, 1),
         "disk_free_mb": None if math.isinf(host.disk_free_mb) else round(host.disk_free_mb, 1),
+        "limits_source": host.source,
+        "cpu_limit_cores": round(host.cpu_limit_cores, 2),
+        "ram_limit_mb": round(host.ram_limit_bytes / 1024 / 1024, 1),
+        "host_cpu_percent": round(host.host_cpu_percent, 1),
+        "host_ram_percent": round(host.host_ram_percent, 1),
     }
 
 

@@ -9,11 +9,14 @@ from collections.abc import Iterator
 import pytest
 
 from llm_service.status_table import (
+    FAILURE_CODE_COUNTERS,
     MAX_TRACKED_TASKS,
+    PROCESSING_BUCKETS_S,
     Stage,
     StatusTable,
     WorkerState,
 )
+from llm_worker.error_codes import COUNTED, counted_index
 
 FORK = multiprocessing.get_context("fork")
 
@@ -111,3 +114,26 @@ def test_record_survives_a_killed_worker(table: StatusTable) -> None:
     assert {t.stage for t in snap.tasks} == {Stage.WRITING_RESULT}
     table.clear(1)
     assert table.read(1).tasks == ()
+
+
+def test_processing_histogram_and_failure_codes_are_counted(table: StatusTable) -> None:
+    writer = table.writer(0)
+    for ms in (100.0, 700.0, 700.0, 3_600_000.0):  # 0.1 s, 0.7 s twice, an hour (+Inf)
+        writer.task_finished(writer.task_started("t"), ok=True, processing_ms=ms)
+    writer.task_finished(writer.task_started("f"), ok=False, code_index=3)
+    writer.task_rejected(code_index=3)
+    writer.task_rejected(code_index=FAILURE_CODE_COUNTERS)  # out of range: counted as failed only
+    writer.add(model_calls=5, model_errors=2)
+    snap = table.read(0)
+    assert len(snap.processing_buckets) == len(PROCESSING_BUCKETS_S) + 1
+    assert (snap.processing_buckets[0], snap.processing_buckets[1], snap.processing_buckets[-1]) == (1, 2, 1)
+    assert sum(snap.processing_buckets) == snap.done == 4
+    assert snap.processing_s_sum == pytest.approx(0.1 + 1.4 + 3600)
+    assert snap.failed == 3 and snap.failed_by_code[3] == 2 and sum(snap.failed_by_code) == 2
+    assert (snap.model_calls, snap.model_errors) == (5, 2)
+
+
+def test_every_counted_error_code_has_a_counter() -> None:
+    assert len(COUNTED) <= FAILURE_CODE_COUNTERS
+    assert COUNTED[-1] == "OTHER" and counted_index("NO_SUCH_CODE") == len(COUNTED) - 1
+    assert COUNTED[counted_index("INPUT_NOT_FOUND")] == "INPUT_NOT_FOUND"

@@ -79,7 +79,7 @@ class FakeMeter:
     )
     procs: dict[int, ProcReading] = field(default_factory=dict)
 
-    def host(self) -> HostReading:
+    def host(self, pids: list[int]) -> HostReading:
         return self.host_reading
 
     def process(self, pid: int) -> ProcReading | None:

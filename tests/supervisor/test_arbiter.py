@@ -108,7 +108,8 @@ def test_status_reply_has_the_contract_fields(world: World) -> None:
     assert len(reply["workers"]) == 2
     for row in reply["workers"]:
         assert row.keys() >= CONTRACT_WORKER_FIELDS and row["state"] == "RUNNING"
-    assert set(reply["system"]) == {"cpu_percent", "ram_percent", "disk_free_mb"}
+    assert set(reply["system"]) >= {"cpu_percent", "ram_percent", "disk_free_mb", "limits_source"}
+    assert reply["system"]["limits_source"] == "host"  # which figures the limits judge
     assert reply["config"]["WORKER_PROCESSES"] == 2
 
 

@@ -19,6 +19,7 @@ def test_table_has_a_row_per_worker_with_the_contract_columns(tmp_path: Path) ->
         world.close()
     lines = text.splitlines()
     assert lines[0].startswith("health: ok   workers: 2/2")
+    assert "(own share of the host)" in lines[0]  # which CPU/RAM the limits judge (no cgroup limit here)
     assert lines[1].split() == [
         "SLOT",
         "PID",

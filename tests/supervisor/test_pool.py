@@ -302,3 +302,25 @@ def test_max_tasks_target_has_jitter(table: StatusTable, ops: FakeOps, clock: Fa
     pool = make_pool(table, ops, clock, worker_processes=1, worker_max_tasks=100)
     pool.fill()
     assert 100 <= pool.slots[0].max_tasks <= 110
+
+
+def test_counts_of_a_killed_worker_stay_in_the_totals(
+    table: StatusTable, ops: FakeOps, clock: FakeClock
+) -> None:
+    pool = running_pool(table, ops, clock)
+    victim = pool.slots[1]
+    writer = table.writer(1)
+    writer.task_finished(writer.task_started("a"), ok=True, tokens=5, processing_ms=100.0)
+    writer.task_finished(writer.task_started("b"), ok=False, code_index=2)
+    writer.add(model_calls=2, model_errors=1, kafka_errors=3)
+    before = pool.counters.totals(table.read(i) for i in range(table.slots))
+    clock.advance(60)
+    ops.exit(victim.pid, sig=signal.SIGKILL)
+    reap(pool, ops)
+    assert victim.state is SlotState.STARTING and table.read(1).done == 0  # the record starts afresh
+    after = pool.counters.totals(table.read(i) for i in range(table.slots))
+    assert after.counts == before.counts
+    assert after.counts["done"] == 1 and after.counts["failed"] == 1 and after.counts["tokens_used"] == 5
+    assert after.failed_by_code[2] == 1 and sum(after.buckets) == 1
+    table.writer(1).task_finished(table.writer(1).task_started("c"), ok=True, processing_ms=50.0)
+    assert pool.counters.totals(table.read(i) for i in range(table.slots)).counts["done"] == 2

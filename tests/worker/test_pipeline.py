@@ -18,6 +18,7 @@ from llm_service.errors import (
     TransientTaskError,
 )
 from llm_service.status_table import Stage
+from llm_worker.error_codes import COUNTED
 from llm_worker.events import Source
 from llm_worker.gigachat.models import ChatResult
 from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
@@ -143,6 +144,7 @@ class FakeProgress:
         self.finished: list[bool] = []
         self.dropped = 0
         self.counters: dict[str, float] = {}
+        self.codes: list[str] = []  # error codes of failed tasks, as counted for the metrics
 
     def task_started(self, task_id: str) -> int:
         return 0
@@ -150,8 +152,16 @@ class FakeProgress:
     def task_stage(self, entry: int, stage: Stage) -> None:
         self.stages.append(stage)
 
-    def task_finished(self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0) -> None:
+    def task_finished(
+        self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0, code_index: int = -1
+    ) -> None:
         self.finished.append(ok)
+        if not ok:
+            self.codes.append(COUNTED[code_index])
+
+    def task_rejected(self, *, code_index: int) -> None:
+        self.add(failed=1)
+        self.codes.append(COUNTED[code_index])
 
     def task_dropped(self, entry: int) -> None:
         self.dropped += 1
@@ -238,6 +248,7 @@ def test_permanent_input_error_fails_at_once_with_a_dead_letter() -> None:
         ("t1", "INPUT_NOT_FOUND", Source("tasks", 2, 40))
     ]
     assert h.progress.finished == [False]
+    assert h.progress.codes == ["INPUT_NOT_FOUND"]
 
 
 def test_transient_failures_retry_with_a_new_processing_status() -> None:
@@ -245,7 +256,7 @@ def test_transient_failures_retry_with_a_new_processing_status() -> None:
     assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
     assert h.publisher.codes() == [1, 2, 2, 3]
     assert [e["attempt"] for e in h.publisher.statuses] == [1, 1, 2, 2]
-    assert h.progress.counters == {"retried": 1}
+    assert h.progress.counters == {"retried": 1, "model_calls": 2, "model_errors": 1}
 
 
 def test_transient_failures_end_in_failed_after_the_last_attempt() -> None:
@@ -264,6 +275,7 @@ def test_an_open_breaker_costs_no_attempt() -> None:
     assert h.run({"task_id": "t1", "prompt": "x"}) is Outcome.DONE
     assert h.publisher.codes() == [1, 2, 3]  # one PROCESSING: the refused calls were never attempts
     assert Stage.RETRY_WAIT in h.progress.stages
+    assert h.progress.counters == {"model_calls": 1}  # a refusal sent no request
 
 
 def test_failures_while_the_breaker_is_open_cost_no_attempt() -> None:
@@ -287,6 +299,8 @@ def test_model_4xx_is_permanent() -> None:
     h = Harness(FakeModel(PermanentTaskError("422", code="MODEL_BAD_REQUEST")))
     h.run({"task_id": "t1", "prompt": "x"})
     assert len(h.model.calls) == 1 and h.publisher.codes() == [1, 2, 4]
+    assert h.progress.counters == {"model_calls": 1, "model_errors": 1}
+    assert h.progress.codes == ["MODEL_BAD_REQUEST"]
 
 
 @pytest.mark.parametrize(("raw", "task_id"), [(b"{broken", None), (b'{"task_id": "t9"}', "t9")])
@@ -296,6 +310,7 @@ def test_invalid_messages_go_to_the_dlq_and_fail_when_named(raw: bytes, task_id:
     assert h.publisher.codes() == ([4] if task_id else [])
     assert [d["raw"] for d in h.publisher.dead] == [raw]
     assert h.progress.counters == {"failed": 1}
+    assert h.progress.codes == ["INVALID_JSON" if task_id is None else "INVALID_TASK"]
 
 
 def test_a_dlq_that_refuses_the_full_message_gets_a_truncated_copy() -> None:
