@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
+from llm_service.message_ledger import LEDGER_SIZE, DeathLedger, HeldMessage, HeldMessages, held_area_size
+
 MAX_TRACKED_TASKS = 128
 TASK_ID_BYTES = 128
 
 _MAGIC = 0x4C4C4D53  # "LLMS"
-_LAYOUT_VERSION = 1
+_LAYOUT_VERSION = 2  # 2: held messages per slot and the death ledger (llm_service/message_ledger.py)
 _HEADER = struct.Struct("<IIII")  # magic, layout version, slots, record size
 _RECORDS_AT = 64
 
@@ -117,7 +119,9 @@ def _offsets(
 _FIELD_AT, _AFTER_FIELDS = _offsets(_FIELDS, 0)
 _CONTROL_AT, _AFTER_CONTROL = _offsets(_CONTROL, _AFTER_FIELDS)
 _TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
-RECORD_SIZE = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
+_HELD_AT = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
+_HELD_SIZE = held_area_size(MAX_TRACKED_TASKS)
+RECORD_SIZE = _HELD_AT + _HELD_SIZE
 RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
 
 
@@ -176,10 +180,12 @@ class StatusTable:
         if magic != _MAGIC or version != _LAYOUT_VERSION or size != RECORD_SIZE:
             raise ValueError(f"shared memory {shm.name} is not a status table of this version")
         self.slots = slots
+        ledger_at = _RECORDS_AT + slots * RECORD_SIZE
+        self._ledger_view = self._buf[ledger_at : ledger_at + LEDGER_SIZE]
 
     @classmethod
     def create(cls, slots: int) -> StatusTable:
-        shm = shared_memory.SharedMemory(create=True, size=_RECORDS_AT + slots * RECORD_SIZE)
+        shm = shared_memory.SharedMemory(create=True, size=_RECORDS_AT + slots * RECORD_SIZE + LEDGER_SIZE)
         if shm.buf is None:
             raise ValueError(f"shared memory {shm.name} closed while being created")
         _HEADER.pack_into(shm.buf, 0, _MAGIC, _LAYOUT_VERSION, slots, RECORD_SIZE)
@@ -196,7 +202,25 @@ class StatusTable:
 
     def writer(self, slot: int) -> SlotWriter:
         """The worker side of one slot. Call in the worker process, after fork."""
-        return SlotWriter(self._buf, self._base(slot))
+        base = self._base(slot)
+        return SlotWriter(
+            self._buf,
+            base,
+            held=HeldMessages(self._held_view(slot)),
+            ledger=DeathLedger(self._ledger_view),
+        )
+
+    def held_messages(self, slot: int) -> list[HeldMessage]:
+        """The messages a dead worker still held in this slot. Supervisor only, before the slot is cleared."""
+        return HeldMessages(self._held_view(slot)).read()
+
+    def record_deaths(self, messages: list[HeldMessage]) -> list[tuple[HeldMessage, int]]:
+        """One more death for each message (supervisor only); returns each with its count."""
+        return DeathLedger(self._ledger_view).record(messages)
+
+    def _held_view(self, slot: int) -> memoryview:
+        at = self._base(slot) + _HELD_AT
+        return self._buf[at : at + _HELD_SIZE]
 
     def control(self, slot: int) -> SlotControl:
         """The supervisor side of one slot's control area."""
@@ -226,6 +250,7 @@ class StatusTable:
             time.sleep(0)  # let the writer finish its few hundred nanoseconds
 
     def close(self) -> None:
+        self._ledger_view.release()
         self._shm.close()
         if self._owner:
             self._shm.unlink()
@@ -283,9 +308,11 @@ def _snapshot(slot: int, v: _Values, c: _Values, rows: list[tuple[float, int, by
 class SlotWriter:
     """Updates one record. Thread-safe within the worker process; one process writes a slot."""
 
-    def __init__(self, buf: memoryview, base: int) -> None:
+    def __init__(self, buf: memoryview, base: int, *, held: HeldMessages, ledger: DeathLedger) -> None:
         self._buf = buf
         self._base = base
+        self.held = held  # the messages this worker runs (for the supervisor, should it die)
+        self.ledger = ledger  # how many workers each message killed (read-only here)
         self._lock = threading.Lock()
         self._free_entries = list(range(MAX_TRACKED_TASKS - 1, -1, -1))
         self._seq = _FIELD_AT["seq"][1].unpack_from(buf, base + _FIELD_AT["seq"][0])[0]

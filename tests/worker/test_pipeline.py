@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,8 +15,10 @@ from kafka.errors import MessageSizeTooLargeError
 from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
 from llm_service.status_table import Stage
 from llm_worker.events import Source
+from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
 from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import ObjectRef, TaskRules
 
 RULES = TaskRules(
@@ -111,7 +115,10 @@ class FakeModel:
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        budget: CallBudget | None = None,
     ) -> ChatResult:
+        if budget is not None and not budget.take():
+            raise TransientTaskError("no calls left", code="MODEL_UNAVAILABLE")
         self.calls.append(messages)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, Exception):
@@ -159,11 +166,13 @@ class Harness:
         store: FakeStore | None = None,
         attempts: int = 3,
         breaker_open: bool = False,
+        max_model_calls: int = 100,
     ) -> None:
         self.model = model or FakeModel()
         self.store = store or FakeStore()
         self.publisher = FakePublisher()
         self.progress = FakeProgress()
+        self._leases = tempfile.TemporaryDirectory(prefix="leases-")
         self.pipeline = TaskPipeline(
             rules=RULES,
             storage=self.store,
@@ -172,16 +181,23 @@ class Harness:
             progress=self.progress,
             retry=RetryPolicy(max_attempts=attempts, base_s=0.0, max_s=0.0, rng=lambda: 0.0),
             task_timeout_s=60,
+            leases=TaskLeases(directory=Path(self._leases.name)),
+            max_model_calls=max_model_calls,
             breaker_open=lambda: breaker_open,
             breaker_poll_s=0.0,
         )
         self.owned = True
         self.stopping = threading.Event()
 
-    def run(self, body: dict[str, Any] | bytes) -> Outcome:
+    def run(self, body: dict[str, Any] | bytes, offset: int = 40) -> Outcome:
         value = body if isinstance(body, bytes) else json.dumps(body).encode()
         ctx = TaskContext(still_owned=lambda: self.owned, stopping=self.stopping)
-        return self.pipeline.run(Record("tasks", 2, 40, b"k", value), ctx)
+        return self.pipeline.run(Record("tasks", 2, offset, b"k", value), ctx)
+
+    def quarantine(self, body: dict[str, Any] | bytes, deaths: int = 2) -> Outcome:
+        value = body if isinstance(body, bytes) else json.dumps(body).encode()
+        ctx = TaskContext(still_owned=lambda: self.owned, stopping=self.stopping)
+        return self.pipeline.quarantine(Record("tasks", 2, 40, b"k", value), ctx, deaths=deaths)
 
 
 def test_happy_path_with_text_input() -> None:
