@@ -20,6 +20,7 @@ from llm_worker.gigachat.models import ChatResult
 from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
 from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import ObjectRef, TaskRules
+from tests.waiting import wait_until
 
 RULES = TaskRules(
     max_message_bytes=100_000,
@@ -370,3 +371,96 @@ def test_result_without_marker_reemits_completed_once() -> None:
     assert h.publisher.codes() == [1, 2, 3, 1, 3]
     assert len(h.model.calls) == 1
     assert ObjectRef("out", "r/t12.json").final_marker() in h.store.objects
+
+
+def test_a_new_message_for_a_completed_task_gets_the_stored_status_again() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t13", "prompt": "p", "metadata": {"n": 1}}, offset=40) is Outcome.DONE
+    first = h.publisher.statuses[-1]
+    assert h.run({"task_id": "t13", "prompt": "p", "metadata": {"n": 2}}, offset=41) is Outcome.DONE
+    again = h.publisher.statuses[-1]
+    assert h.publisher.codes() == [1, 2, 3, 3], "the new message gets only the final status, no RECEIVED"
+    assert (again["tokens_used"], again["result"], again["metadata"]) == (12, first["result"], {"n": 2})
+    assert len(h.model.calls) == 1
+    assert h.run({"task_id": "t13", "prompt": "p"}, offset=41) is Outcome.DONE
+    assert h.run({"task_id": "t13", "prompt": "p"}, offset=40) is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 3, 3], "redeliveries of either message stay silent"
+
+
+def test_a_new_message_for_a_failed_task_gets_failed_again_without_a_model_call() -> None:
+    h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
+    assert h.run({"task_id": "t14", "prompt": "p"}, offset=40) is Outcome.DONE
+    assert h.run({"task_id": "t14", "prompt": "p"}, offset=50) is Outcome.DONE
+    final = h.publisher.statuses[-1]
+    assert (final["status"], final["error"]["code"], final["error"]["message"]) == (
+        4,
+        "MODEL_BAD_REQUEST",
+        "bad",
+    )
+    assert len(h.model.calls) == 1 and len(h.publisher.dead) == 1
+
+
+def test_a_marker_without_sources_counts_as_the_same_message() -> None:
+    h = Harness()
+    marker = ObjectRef("out", "r/t15.json").final_marker()
+    h.store.objects[marker] = json.dumps({"task_id": "t15", "status": 3, "ts": "x"}).encode()
+    assert h.run({"task_id": "t15", "prompt": "p"}, offset=77) is Outcome.DONE
+    assert h.publisher.statuses == [] and h.model.calls == []
+
+
+def test_a_quarantined_task_fails_as_poison_without_running() -> None:
+    h = Harness()
+    assert h.quarantine({"task_id": "t16", "prompt": "p"}, deaths=2) is Outcome.DONE
+    final = h.publisher.statuses[-1]
+    assert (final["status"], final["error"]["code"]) == (4, "POISON")
+    assert [d["code"] for d in h.publisher.dead] == ["POISON"]
+    assert h.model.calls == []
+    marker = json.loads(h.store.objects[ObjectRef("out", "r/t16.json").final_marker()])
+    assert marker["outcome"]["error"]["code"] == "POISON"
+
+
+def test_a_quarantined_message_without_a_task_goes_to_the_dlq() -> None:
+    h = Harness()
+    assert h.quarantine(b"\xff\xfe not json") is Outcome.DONE
+    assert h.publisher.statuses == [] and [d["code"] for d in h.publisher.dead] == ["POISON"]
+
+
+def test_model_calls_of_one_delivery_stop_at_the_cap() -> None:
+    failing = TransientTaskError("503", code="MODEL_UNAVAILABLE")
+    h = Harness(FakeModel(failing), attempts=5, max_model_calls=3)
+    assert h.run({"task_id": "t17", "prompt": "p"}) is Outcome.DONE
+    assert len(h.model.calls) == 3
+    final = h.publisher.statuses[-1]
+    assert (final["status"], final["error"]["code"]) == (4, "MODEL_UNAVAILABLE")
+
+
+def test_a_second_delivery_waits_for_the_running_one_and_sends_its_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowModel(FakeModel):
+        def chat(self, **kwargs: Any) -> ChatResult:
+            entered.set()
+            release.wait(10)
+            return super().chat(**kwargs)
+
+    h = Harness(SlowModel())
+    first = threading.Thread(target=h.run, args=({"task_id": "t18", "prompt": "p"}, 40))
+    first.start()
+    assert entered.wait(10)
+    second_done: list[Outcome] = []
+    second = threading.Thread(target=lambda: second_done.append(h.run({"task_id": "t18", "prompt": "p"}, 41)))
+    with caplog.at_level("INFO", logger="llm_worker.task_lease"):
+        second.start()
+        wait_until(
+            lambda: "being run by another delivery" in caplog.text, timeout=10, what="the second waiting"
+        )
+    assert second_done == []
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert second_done == [Outcome.DONE]
+    assert len(h.model.calls) == 1
+    assert [e["status"] for e in h.publisher.statuses if e["status"] in (3, 4)] == [3, 3]
