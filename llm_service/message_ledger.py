@@ -37,6 +37,7 @@ LEDGER_ROWS = 512  # messages remembered; the oldest row is reused first
 
 
 def held_area_size(entries: int) -> int:
+    """Bytes of one slot's held-message area with room for ``entries`` messages."""
     return entries * _HELD.size
 
 
@@ -57,12 +58,18 @@ class HeldMessage:
 
 
 class HeldMessages:
-    """One slot's held-message entries. Written by that slot's worker (any thread), read after it died."""
+    """One slot's held-message entries. Written by that slot's worker (any thread), read after it died.
 
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
+    Works on offsets into the table's buffer, not on a slice of it: a live slice would keep the
+    shared memory from being closed.
+    """
+
+    def __init__(self, buf: memoryview, *, at: int, entries: int) -> None:
+        self._buf = buf
+        self._at = at
+        self._entries = entries
         self._lock = threading.Lock()
-        self._free = list(range(len(view) // _HELD.size - 1, -1, -1))
+        self._free = list(range(entries - 1, -1, -1))
 
     def start(self, topic: str, partition: int, offset: int) -> int:
         """Note a message whose run starts; returns its entry, or -1 when every entry is taken."""
@@ -70,22 +77,22 @@ class HeldMessages:
             if not self._free:
                 return -1
             entry = self._free.pop()
-        _HELD.pack_into(self._view, entry * _HELD.size, topic_code(topic), partition, offset + 1)
+        _HELD.pack_into(self._buf, self._at + entry * _HELD.size, topic_code(topic), partition, offset + 1)
         return entry
 
     def finish(self, entry: int) -> None:
         """The run returned (finished, failed or handed back): the message is no longer held."""
         if entry < 0:
             return
-        _HELD.pack_into(self._view, entry * _HELD.size, 0, 0, 0)
+        _HELD.pack_into(self._buf, self._at + entry * _HELD.size, 0, 0, 0)
         with self._lock:
             self._free.append(entry)
 
     def read(self) -> list[HeldMessage]:
         """The messages still held. Meaningful once the writer is dead (no lock with a live writer)."""
         held = []
-        for pos in range(0, len(self._view) - _HELD.size + 1, _HELD.size):
-            code, partition, offset = _HELD.unpack_from(self._view, pos)
+        for entry in range(self._entries):
+            code, partition, offset = _HELD.unpack_from(self._buf, self._at + entry * _HELD.size)
             if offset:
                 held.append(HeldMessage(code, partition, offset - 1))
         return held
@@ -94,14 +101,15 @@ class HeldMessages:
 class DeathLedger:
     """Per message, the workers that died holding it. ``record`` by the supervisor, ``deaths`` by workers."""
 
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
+    def __init__(self, buf: memoryview, *, at: int) -> None:
+        self._buf = buf
+        self._at = at
         self._seen = -1  # the sequence counter of the cached copy
         self._cache: dict[tuple[int, int, int], int] = {}
 
     def deaths(self, topic: str, partition: int, offset: int) -> int:
         """How many workers died holding this message (cheap: re-reads only after a new death)."""
-        seq = _LEDGER_HEAD.unpack_from(self._view, 0)[0]
+        seq = _LEDGER_HEAD.unpack_from(self._buf, self._at)[0]
         if seq != self._seen:
             self._reload()
         return self._cache.get((topic_code(topic), partition, offset), 0)
@@ -109,9 +117,9 @@ class DeathLedger:
     def record(self, messages: Iterable[HeldMessage]) -> list[tuple[HeldMessage, int]]:
         """Add one death to each message (supervisor only); returns each with its new count."""
         rows = self._rows()
-        seq, next_row = _LEDGER_HEAD.unpack_from(self._view, 0)
+        seq, next_row = _LEDGER_HEAD.unpack_from(self._buf, self._at)
         counted = []
-        _LEDGER_HEAD.pack_into(self._view, 0, seq + 1, next_row)  # odd: readers wait
+        _LEDGER_HEAD.pack_into(self._buf, self._at, seq + 1, next_row)  # odd: readers wait
         for message in messages:
             key = (message.topic_code, message.partition, message.offset)
             row = rows.get(key)
@@ -122,21 +130,21 @@ class DeathLedger:
                 deaths = 1
             else:
                 deaths = self._row(row)[3] + 1
-            _LEDGER_ROW.pack_into(self._view, self._row_at(row), *key[:2], message.offset + 1, deaths)
+            _LEDGER_ROW.pack_into(self._buf, self._row_at(row), *key[:2], message.offset + 1, deaths)
             counted.append((message, deaths))
-        _LEDGER_HEAD.pack_into(self._view, 0, seq + 2, next_row)
+        _LEDGER_HEAD.pack_into(self._buf, self._at, seq + 2, next_row)
         return counted
 
     def _reload(self) -> None:
         while True:
-            before = _LEDGER_HEAD.unpack_from(self._view, 0)[0]
+            before = _LEDGER_HEAD.unpack_from(self._buf, self._at)[0]
             if before % 2 == 0:
                 cache = {}
                 for row in range(LEDGER_ROWS):
                     code, partition, offset, deaths = self._row(row)
                     if offset:
                         cache[(code, partition, offset - 1)] = deaths
-                if _LEDGER_HEAD.unpack_from(self._view, 0)[0] == before:
+                if _LEDGER_HEAD.unpack_from(self._buf, self._at)[0] == before:
                     self._cache, self._seen = cache, before
                     return
             time.sleep(0)  # the supervisor is writing a few rows
@@ -150,9 +158,8 @@ class DeathLedger:
         return rows
 
     def _row(self, row: int) -> tuple[int, int, int, int]:
-        values: tuple[int, int, int, int] = _LEDGER_ROW.unpack_from(self._view, self._row_at(row))
+        values: tuple[int, int, int, int] = _LEDGER_ROW.unpack_from(self._buf, self._row_at(row))
         return values
 
-    @staticmethod
-    def _row_at(row: int) -> int:
-        return _LEDGER_HEAD.size + row * _LEDGER_ROW.size
+    def _row_at(self, row: int) -> int:
+        return self._at + _LEDGER_HEAD.size + row * _LEDGER_ROW.size

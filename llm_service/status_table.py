@@ -120,8 +120,7 @@ _FIELD_AT, _AFTER_FIELDS = _offsets(_FIELDS, 0)
 _CONTROL_AT, _AFTER_CONTROL = _offsets(_CONTROL, _AFTER_FIELDS)
 _TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
 _HELD_AT = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
-_HELD_SIZE = held_area_size(MAX_TRACKED_TASKS)
-RECORD_SIZE = _HELD_AT + _HELD_SIZE
+RECORD_SIZE = _HELD_AT + held_area_size(MAX_TRACKED_TASKS)
 RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
 
 
@@ -180,8 +179,7 @@ class StatusTable:
         if magic != _MAGIC or version != _LAYOUT_VERSION or size != RECORD_SIZE:
             raise ValueError(f"shared memory {shm.name} is not a status table of this version")
         self.slots = slots
-        ledger_at = _RECORDS_AT + slots * RECORD_SIZE
-        self._ledger_view = self._buf[ledger_at : ledger_at + LEDGER_SIZE]
+        self._ledger_at = _RECORDS_AT + slots * RECORD_SIZE
 
     @classmethod
     def create(cls, slots: int) -> StatusTable:
@@ -206,21 +204,20 @@ class StatusTable:
         return SlotWriter(
             self._buf,
             base,
-            held=HeldMessages(self._held_view(slot)),
-            ledger=DeathLedger(self._ledger_view),
+            held=self._held(slot),
+            ledger=DeathLedger(self._buf, at=self._ledger_at),
         )
 
     def held_messages(self, slot: int) -> list[HeldMessage]:
         """The messages a dead worker still held in this slot. Supervisor only, before the slot is cleared."""
-        return HeldMessages(self._held_view(slot)).read()
+        return self._held(slot).read()
 
     def record_deaths(self, messages: list[HeldMessage]) -> list[tuple[HeldMessage, int]]:
         """One more death for each message (supervisor only); returns each with its count."""
-        return DeathLedger(self._ledger_view).record(messages)
+        return DeathLedger(self._buf, at=self._ledger_at).record(messages)
 
-    def _held_view(self, slot: int) -> memoryview:
-        at = self._base(slot) + _HELD_AT
-        return self._buf[at : at + _HELD_SIZE]
+    def _held(self, slot: int) -> HeldMessages:
+        return HeldMessages(self._buf, at=self._base(slot) + _HELD_AT, entries=MAX_TRACKED_TASKS)
 
     def control(self, slot: int) -> SlotControl:
         """The supervisor side of one slot's control area."""
@@ -250,7 +247,6 @@ class StatusTable:
             time.sleep(0)  # let the writer finish its few hundred nanoseconds
 
     def close(self) -> None:
-        self._ledger_view.release()
         self._shm.close()
         if self._owner:
             self._shm.unlink()

@@ -54,3 +54,11 @@ def test_a_full_ledger_reuses_its_oldest_row(table: StatusTable) -> None:
     assert reader.deaths("t", 1, 0) == 1
     assert reader.deaths("t", 0, 0) == 0, "the oldest row was reused"
     assert reader.deaths("t", 0, 1) == 1
+
+
+def test_the_table_closes_while_a_writer_still_exists() -> None:
+    t = StatusTable.create(1)
+    writer = t.writer(0)
+    writer.held.start("tasks", 0, 1)
+    assert writer.ledger.deaths("tasks", 0, 1) == 0
+    t.close()  # a lone llm-worker closes its table with the writer alive: no BufferError
