@@ -8,6 +8,7 @@ good tasks of the same partition complete and the slot keeps working (not FATAL)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -32,10 +33,8 @@ def kill_each_start_of(sup: Supervisor, task_id: str, kills: list[int]) -> None:
     for pid in (int(m) for m in pattern.findall(sup.log_text())):
         if pid not in kills:
             kills.append(pid)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def dead_letters(reader: TopicReader) -> list[dict[str, str]]:
@@ -44,6 +43,7 @@ def dead_letters(reader: TopicReader) -> list[dict[str, str]]:
 
 
 def test_a_message_that_kills_its_worker_every_time_is_quarantined(
+    *,
     start_real: StartSupervisor,
     stack: Stack,
     producer: KafkaProducer,

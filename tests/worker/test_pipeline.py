@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
