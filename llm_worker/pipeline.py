@@ -251,13 +251,25 @@ class TaskPipeline:
         )
         parsed = parse_task(record.value, self._rules)
         if isinstance(parsed, TaskSpec):
-            return self._failed(self._new_run(record, parsed, ctx), error)
+            return self._quarantine_task(self._new_run(record, parsed, ctx), error)
         try:
             self._fail(record, error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
         except ShutdownRequested:
             return Outcome.HANDED_BACK
         self._progress.add(failed=1)
         return Outcome.DONE
+
+    def _quarantine_task(self, run: _Run, error: TaskError) -> Outcome:
+        """FAILED POISON for a named task, unless its final status is already out (then as usual)."""
+        try:
+            if self._already_final(run):
+                return Outcome.DONE
+        except ShutdownRequested:
+            self._dropped(run)
+            return Outcome.HANDED_BACK
+        except TaskError as exc:
+            log.warning("Could not look for the final status of task %s: %s", run.spec.task_id, exc)
+        return self._failed(run, error)
 
     def _new_run(self, record: Record, spec: TaskSpec, ctx: TaskContext) -> _Run:
         started = self._clock()

@@ -464,3 +464,11 @@ def test_a_second_delivery_waits_for_the_running_one_and_sends_its_outcome(
     assert second_done == [Outcome.DONE]
     assert len(h.model.calls) == 1
     assert [e["status"] for e in h.publisher.statuses if e["status"] in (3, 4)] == [3, 3]
+
+
+def test_a_quarantined_message_that_already_got_its_status_stays_silent() -> None:
+    h = Harness()
+    assert h.quarantine({"task_id": "t19", "prompt": "p"}) is Outcome.DONE
+    sent = len(h.publisher.statuses)
+    assert h.quarantine({"task_id": "t19", "prompt": "p"}) is Outcome.DONE  # redelivered before its commit
+    assert len(h.publisher.statuses) == sent and len(h.publisher.dead) == 1
