@@ -204,6 +204,12 @@ class Settings:
         1.0, "Pause before the first retry of a task; doubles per attempt, with jitter", check=positive
     )
     task_retry_backoff_max_s: float = setting(30.0, "Longest pause between task retries", check=positive)
+    task_max_model_calls: int = setting(
+        0,
+        "Model calls one delivery of a task may make, HTTP retries included "
+        "(0: GIGACHAT_CALL_ATTEMPTS x TASK_MAX_ATTEMPTS)",
+        check=non_negative,
+    )
     worker_bootstrap_attempts: int = setting(
         5, "Bootstrap attempts (Kafka, S3, GigaChat) before a worker exits as BOOT_FAILED", check=positive
     )
@@ -318,6 +324,11 @@ class Settings:
     log_file: str = setting(
         "", "Also write logs to this file (reopened on SIGUSR1); empty: stderr only", check=log_file_path
     )
+
+    @property
+    def model_calls_per_task(self) -> int:
+        """TASK_MAX_MODEL_CALLS, or when 0 the product of the two retry levels it caps (docs/worker.md)."""
+        return self.task_max_model_calls or self.gigachat_call_attempts * self.task_max_attempts
 
     def allowed_input_buckets(self) -> frozenset[str]:
         return frozenset(self.minio_allowed_input_buckets or (self.minio_input_bucket,))

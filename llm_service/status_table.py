@@ -26,11 +26,14 @@ from multiprocessing import shared_memory
 from typing import Any
 
 from llm_service.errors import StaleRecordError
+from llm_service.message_ledger import LEDGER_SIZE, DeathLedger, HeldMessage, HeldMessages, held_area_size
 
 MAX_TRACKED_TASKS = 128
 READ_ATTEMPTS = 100_000  # backstop for a writer that never lets a read through
-READ_STUCK_S = 0.1  # odd counter unchanged this long: writer stuck or dead (a busy host can hold
-# a preempted writer off the CPU for tens of ms; 10 ms made a stress test fail)
+READ_SPINS = 1_000  # attempts that only yield the CPU; later ones sleep READ_NAP_S, so a long wait costs none
+READ_NAP_S = 0.001
+READ_STUCK_S = 1.0  # odd counter unchanged this long: writer stuck or dead. A busy host holds a
+# preempted writer off the CPU for a long time: 10 ms, then 100 ms, made a stress test fail at load 8
 TASK_ID_BYTES = 128
 
 # The processing-time histogram of finished tasks: upper bounds in seconds, +Inf implied after the last.
@@ -42,7 +45,9 @@ PROCESSING_BUCKETS_S: tuple[float, ...] = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 FAILURE_CODE_COUNTERS = 32
 
 _MAGIC = 0x4C4C4D53  # "LLMS"
-_LAYOUT_VERSION = 2
+# 2: metrics counters (histogram, failures by code); 3: held messages per slot and the death ledger
+# (llm_service/message_ledger.py)
+_LAYOUT_VERSION = 3
 _HEADER = struct.Struct("<IIII")  # magic, layout version, slots, record size
 _RECORDS_AT = 64
 
@@ -136,7 +141,8 @@ def _offsets(
 _FIELD_AT, _AFTER_FIELDS = _offsets(_FIELDS, 0)
 _CONTROL_AT, _AFTER_CONTROL = _offsets(_CONTROL, _AFTER_FIELDS)
 _TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
-RECORD_SIZE = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
+_HELD_AT = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
+RECORD_SIZE = _HELD_AT + held_area_size(MAX_TRACKED_TASKS)
 RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
 
 
@@ -201,10 +207,11 @@ class StatusTable:
             raise ValueError(f"shared memory {shm.name} is not a status table of this version")
         self.slots = slots
         self._stuck: dict[int, int] = {}  # reader side: slot -> the odd counter it was found stuck at
+        self._ledger_at = _RECORDS_AT + slots * RECORD_SIZE
 
     @classmethod
     def create(cls, slots: int) -> StatusTable:
-        shm = shared_memory.SharedMemory(create=True, size=_RECORDS_AT + slots * RECORD_SIZE)
+        shm = shared_memory.SharedMemory(create=True, size=_RECORDS_AT + slots * RECORD_SIZE + LEDGER_SIZE)
         if shm.buf is None:
             raise ValueError(f"shared memory {shm.name} closed while being created")
         _HEADER.pack_into(shm.buf, 0, _MAGIC, _LAYOUT_VERSION, slots, RECORD_SIZE)
@@ -221,7 +228,24 @@ class StatusTable:
 
     def writer(self, slot: int) -> SlotWriter:
         """The worker side of one slot. Call in the worker process, after fork."""
-        return SlotWriter(self._buf, self._base(slot))
+        base = self._base(slot)
+        return SlotWriter(
+            self._buf,
+            base,
+            held=self._held(slot),
+            ledger=DeathLedger(self._buf, at=self._ledger_at),
+        )
+
+    def held_messages(self, slot: int) -> list[HeldMessage]:
+        """The messages a dead worker still held in this slot. Supervisor only, before the slot is cleared."""
+        return self._held(slot).read()
+
+    def record_deaths(self, messages: list[HeldMessage]) -> list[tuple[HeldMessage, int]]:
+        """One more death for each message (supervisor only); returns each with its count."""
+        return DeathLedger(self._buf, at=self._ledger_at).record(messages)
+
+    def _held(self, slot: int) -> HeldMessages:
+        return HeldMessages(self._buf, at=self._base(slot) + _HELD_AT, entries=MAX_TRACKED_TASKS)
 
     def control(self, slot: int) -> SlotControl:
         """The supervisor side of one slot's control area."""
@@ -263,7 +287,7 @@ class StatusTable:
             )
         self._stuck.pop(slot, None)
         moved_at = time.monotonic()
-        for _ in range(READ_ATTEMPTS):
+        for attempt in range(READ_ATTEMPTS):
             before = seq_packer.unpack_from(view, seq_at)[0]
             if before != seq:
                 seq, moved_at = before, time.monotonic()
@@ -274,7 +298,8 @@ class StatusTable:
             elif time.monotonic() - moved_at > READ_STUCK_S:
                 self._stuck[slot] = before
                 break
-            time.sleep(0)  # let the writer finish its few hundred nanoseconds
+            # let the writer finish its few hundred nanoseconds; past that it was preempted: nap
+            time.sleep(0 if attempt < READ_SPINS else READ_NAP_S)
         raise StaleRecordError(f"slot {slot}: record stays mid-write (sequence {seq}); writer stuck or dead")
 
     def close(self) -> None:
@@ -349,9 +374,11 @@ def _snapshot(slot: int, v: _Values, c: _Values, rows: list[tuple[float, int, by
 class SlotWriter:
     """Updates one record. Thread-safe within the worker process; one process writes a slot."""
 
-    def __init__(self, buf: memoryview, base: int) -> None:
+    def __init__(self, buf: memoryview, base: int, *, held: HeldMessages, ledger: DeathLedger) -> None:
         self._buf = buf
         self._base = base
+        self.held = held  # the messages this worker runs (for the supervisor, should it die)
+        self.ledger = ledger  # how many workers each message killed (read-only here)
         self._lock = threading.Lock()
         self._free_entries = list(range(MAX_TRACKED_TASKS - 1, -1, -1))
         self._seq = _FIELD_AT["seq"][1].unpack_from(buf, base + _FIELD_AT["seq"][0])[0]

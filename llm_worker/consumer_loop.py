@@ -31,6 +31,7 @@ from kafka.errors import CommitFailedError, FencedInstanceIdError, KafkaError, R
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from llm_service import exit_codes
+from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import REBALANCE_POLL_MS, JoinGuard
@@ -205,10 +206,18 @@ class ConsumerLoop:
 
     def _start_tasks(self) -> None:
         while self._inflight.running() < self._capacity():
-            held = self._inflight.next_to_start()
+            held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
                 return
             self._executor.submit(self._run_task, held)
+
+    def _deaths(self, held: Held[TopicPartition, ConsumerRecord]) -> int:
+        """Workers that died holding this message (the supervisor's death ledger; a shared-memory read)."""
+        return self._status.ledger.deaths(held.partition.topic, held.partition.partition, held.offset)
+
+    def _suspect(self, held: Held[TopicPartition, ConsumerRecord]) -> bool:
+        """Killed a worker once: run it alone, so that a second death is charged to it only."""
+        return SUSPECT_DEATHS <= self._deaths(held) < POISON_DEATHS
 
     def _publish_state(self) -> None:
         intake_paused, _, _ = self._status.control()
@@ -236,13 +245,21 @@ class ConsumerLoop:
             still_owned=lambda: self._inflight.owns(held.partition, held.epoch), stopping=self._stopping
         )
         outcome = Outcome.HANDED_BACK
+        record = _as_record(held.record)
+        # Noted in shared memory for the supervisor: should this process die now, it held this message.
+        entry = self._status.held.start(record.topic, record.partition, record.offset)
         try:
-            outcome = self._pipeline.run(_as_record(held.record), ctx)
+            deaths = self._deaths(held)
+            if deaths >= POISON_DEATHS:
+                outcome = self._pipeline.quarantine(record, ctx, deaths=deaths)
+            else:
+                outcome = self._pipeline.run(record, ctx)
         except Exception:  # the thread boundary: a bug here must surface, not vanish with the thread
             log.exception(
                 "Task thread failed on %s[%d]@%d", held.partition.topic, held.partition.partition, held.offset
             )
         finally:
+            self._status.held.finish(entry)
             self._inflight.complete(Completion(held.partition, held.offset, held.epoch, outcome))
 
     # --- commits ---------------------------------------------------------------------------------

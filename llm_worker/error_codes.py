@@ -24,6 +24,7 @@ STORAGE_ERROR = "STORAGE_ERROR"  # S3 refused the request (permanent, e.g. acces
 # The worker
 INTERNAL = "INTERNAL"  # a bug: an unexpected exception in the pipeline (traceback in the log)
 TIMED_OUT = "TIMED_OUT"  # TASK_TIMEOUT_S passed before the task could finish
+POISON = "POISON"  # the message killed POISON_DEATHS workers that ran it; quarantined, not run again
 
 OTHER = "OTHER"  # not an error.code: the metrics' bucket for any code missing from COUNTED
 

@@ -15,7 +15,7 @@ import enum
 import queue
 import threading
 from collections import Counter, deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -63,6 +63,7 @@ class InFlight(Generic[P, R]):
         self._running: Counter[P] = Counter()
         self._completions: queue.SimpleQueue[Completion[P]] = queue.SimpleQueue()
         self._stopping = False
+        self._alone: tuple[P, int, int] | None = None  # a suspect message running with nothing beside it
 
     def take(self, partition: P, offset: int, record: R, taken_at: float) -> Held[P, R] | None:
         """Track a fetched message and queue it in the backlog; None for a re-delivery already held."""
@@ -74,12 +75,24 @@ class InFlight(Generic[P, R]):
             self._backlog.append(held)
             return held
 
-    def next_to_start(self) -> Held[P, R] | None:
-        """Pop the oldest backlog message and count it as running (the caller submits it)."""
+    def next_to_start(
+        self, run_alone: Callable[[Held[P, R]], bool] = lambda held: False
+    ) -> Held[P, R] | None:
+        """Pop the oldest backlog message and count it as running (the caller submits it).
+
+        A message for which ``run_alone`` is true (one that a dead worker held) starts only when
+        nothing else runs, and nothing starts beside it: should it kill this worker too, the death is
+        charged to it alone, not to innocent neighbours (llm_service/message_ledger.py).
+        """
         with self._lock:
-            if not self._backlog:
+            if not self._backlog or self._alone is not None:
                 return None
-            held = self._backlog.popleft()
+            held = self._backlog[0]
+            if run_alone(held):
+                if sum(self._running.values()) > 0:
+                    return None
+                self._alone = (held.partition, held.offset, held.epoch)
+            self._backlog.popleft()
             self._running[held.partition] += 1
             return held
 
@@ -105,6 +118,8 @@ class InFlight(Generic[P, R]):
                 except queue.Empty:
                     return verdict
                 self._running[done.partition] -= 1
+                if self._alone == (done.partition, done.offset, done.epoch):
+                    self._alone = None
                 if done.outcome is Outcome.DONE:
                     self._tracker.finish(done.partition, done.offset, done.epoch)
                 elif self._tracker.epoch(done.partition) == done.epoch and not self._stopping:

@@ -42,7 +42,9 @@ from llm_service.task_status import TaskStatus
 from llm_worker import error_codes as codes
 from llm_worker.decoding import DocumentInput, TextInput, classify
 from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
+from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
+from llm_worker.task_lease import Lease
 from llm_worker.task_message import (
     ObjectRef,
     Rejected,
@@ -92,6 +94,7 @@ class Model(Protocol):
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        budget: CallBudget | None = None,
     ) -> ChatResult: ...
     def upload_file(
         self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
@@ -113,6 +116,12 @@ class Publisher(Protocol):
         source: Source,
         limit: int | None = None,
     ) -> Delivery: ...
+
+
+class Leases(Protocol):
+    """One run of a task id at a time on this host (llm_worker.task_lease.TaskLeases)."""
+
+    def acquire(self, task_id: str, wait: Callable[[float], None]) -> Lease: ...
 
 
 class Progress(Protocol):
@@ -177,6 +186,11 @@ class _Run:
     announced: int = 0  # the last attempt a PROCESSING status was sent for
     content: TextInput | DocumentInput | None = None
     file_id: str | None = None
+    budget: CallBudget = field(default_factory=lambda: CallBudget(limit=1))
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return {"topic": self.record.topic, "partition": self.record.partition, "offset": self.record.offset}
 
 
 class TaskPipeline:
@@ -192,6 +206,8 @@ class TaskPipeline:
         progress: Progress,
         retry: RetryPolicy,
         task_timeout_s: float,
+        leases: Leases,
+        max_model_calls: int,
         breaker_open: Callable[[], bool] = lambda: False,
         breaker_poll_s: float = BREAKER_POLL_S,
         clock: Callable[[], float] = time.monotonic,
@@ -204,6 +220,8 @@ class TaskPipeline:
         self._progress = progress
         self._retry = retry
         self._task_timeout_s = task_timeout_s
+        self._leases = leases
+        self._max_model_calls = max_model_calls
         self._breaker_open = breaker_open
         self._breaker_poll_s = breaker_poll_s
         self._clock = clock
@@ -243,20 +261,62 @@ class TaskPipeline:
                 return Outcome.HANDED_BACK
             self._progress.task_rejected(code_index=codes.counted_index(parsed.error.code))
             return Outcome.DONE
-        started = self._clock()
-        run = _Run(
-            record,
-            parsed,
-            ctx,
-            self._progress.task_started(parsed.task_id),
-            started,
-            started + self._task_timeout_s,
-        )
+        run = self._new_run(record, parsed, ctx)
         log.info(log_lines.PROCESSING_TASK, parsed.task_id, self._publisher.worker_id)
+        try:
+            lease = self._leases.acquire(parsed.task_id, ctx.sleep)
+        except ShutdownRequested:
+            self._dropped(run)
+            return Outcome.HANDED_BACK
         try:
             return self._run(run)
         finally:
+            lease.release()
             self._cleanup(run)
+
+    def quarantine(self, record: Record, ctx: TaskContext, *, deaths: int) -> Outcome:
+        """A message that killed ``deaths`` workers: FAILED (POISON) and a dead letter, never run.
+
+        Parsing is all it gets, to name the task: the FAILED status and the final-status marker let a
+        client waiting on the task see the end, and a new message for it gets this outcome back.
+        """
+        error = PermanentTaskError(
+            f"the message killed {deaths} workers that ran it; quarantined without running it",
+            code=codes.POISON,
+        )
+        parsed = parse_task(record.value, self._rules)
+        if isinstance(parsed, TaskSpec):
+            return self._quarantine_task(self._new_run(record, parsed, ctx), error)
+        try:
+            self._fail(record, error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
+        except ShutdownRequested:
+            return Outcome.HANDED_BACK
+        self._progress.add(failed=1)
+        return Outcome.DONE
+
+    def _quarantine_task(self, run: _Run, error: TaskError) -> Outcome:
+        """FAILED POISON for a named task, unless its final status is already out (then as usual)."""
+        try:
+            if self._already_final(run):
+                return Outcome.DONE
+        except ShutdownRequested:
+            self._dropped(run)
+            return Outcome.HANDED_BACK
+        except TaskError as exc:
+            log.warning("Could not look for the final status of task %s: %s", run.spec.task_id, exc)
+        return self._failed(run, error)
+
+    def _new_run(self, record: Record, spec: TaskSpec, ctx: TaskContext) -> _Run:
+        started = self._clock()
+        return _Run(
+            record,
+            spec,
+            ctx,
+            self._progress.task_started(spec.task_id),
+            started,
+            started + self._task_timeout_s,
+            budget=CallBudget(limit=self._max_model_calls),
+        )
 
     def _run(self, run: _Run) -> Outcome:
         spec = run.spec
@@ -292,7 +352,7 @@ class TaskPipeline:
         except ShutdownRequested:
             self._dropped(run)
             return Outcome.HANDED_BACK
-        self._mark_final(run, TaskStatus.FAILED)
+        self._mark_final(run, TaskStatus.FAILED, error={"code": error.code, "message": str(error)})
         self._progress.task_finished(run.entry, ok=False, code_index=codes.counted_index(error.code))
         return Outcome.DONE
 
@@ -303,23 +363,80 @@ class TaskPipeline:
     # --- the steps -------------------------------------------------------------------------------
 
     def _already_final(self, run: _Run) -> bool:
-        """A redelivery of a task whose final status is already out: nothing more to send."""
+        """The task's final status is already out: a redelivery sends nothing, a new message gets it again.
+
+        The marker lists the messages that got the final status. One of them delivered again (a
+        crash before its commit) ends silently; a different message for the same task_id (a client
+        sending it again, a duplicate) gets the stored outcome republished, without a model call.
+        A marker written before sources were noted counts as the same message.
+        """
         marker: dict[str, Any] | None = self._with_retries(
             lambda: self._storage.read_json(run.spec.output.final_marker()), run, run.deadline
         )
         if marker is None or marker.get("task_id") != run.spec.task_id:
             return False
+        sources = marker.get("sources")
+        outcome = marker.get("outcome")
+        if not isinstance(sources, list) or run.source in sources or not isinstance(outcome, dict):
+            log.info(
+                "Task %s already ended with status %s; not sending it again",
+                run.spec.task_id,
+                marker.get("status"),
+            )
+            self._progress.task_dropped(run.entry)
+            return True
+        return self._republish(run, marker, outcome, sources)
+
+    def _republish(
+        self, run: _Run, marker: dict[str, Any], outcome: dict[str, Any], sources: list[Any]
+    ) -> bool:
+        """A new message for a finished task: publish the stored final status again (no model call).
+
+        FAILED too is republished, not run again: a task_id names one request whose final status
+        does not change (consumers may keep the first one they see); a retry is a new task_id.
+        """
+        try:
+            status = TaskStatus(int(marker["status"]))
+        except (KeyError, TypeError, ValueError):
+            return False
         log.info(
-            "Task %s already ended with status %s; not sending it again",
+            "Task %s already ended with status %s; sending that status again for a new message, "
+            "without calling the model",
             run.spec.task_id,
-            marker.get("status"),
+            status.name,
         )
+        self._progress.task_stage(run.entry, Stage.PUBLISHING)
+        attempt = outcome.get("attempt")
+        run.attempt = attempt if isinstance(attempt, int) else 1
+        error = outcome.get("error")
+        event = self._event(
+            run,
+            status,
+            tokens_used=outcome.get("tokens_used"),
+            processing_ms=outcome.get("processing_ms"),
+            result=outcome.get("result"),
+            error=PermanentTaskError(str(error.get("message")), code=str(error.get("code")))
+            if isinstance(error, dict)
+            else None,
+        )
+        self._deliver_status(event, run.ctx)
+        self._write_marker(run, {**marker, "sources": [*sources[-15:], run.source]})
         self._progress.task_dropped(run.entry)
         return True
 
-    def _mark_final(self, run: _Run, status: TaskStatus) -> None:
-        """Note that the final status is acknowledged; a failure here only risks a repeated status."""
-        marker = {"task_id": run.spec.task_id, "status": int(status), "ts": iso_timestamp(self._wall_clock())}
+    def _mark_final(self, run: _Run, status: TaskStatus, **outcome: Any) -> None:
+        """Note that the final status is acknowledged, with what it said and which message got it."""
+        marker = {
+            "task_id": run.spec.task_id,
+            "status": int(status),
+            "ts": iso_timestamp(self._wall_clock()),
+            "sources": [run.source],
+            "outcome": {"attempt": max(run.attempt, 1), **outcome},
+        }
+        self._write_marker(run, marker)
+
+    def _write_marker(self, run: _Run, marker: dict[str, Any]) -> None:
+        """A failure here only risks a repeated final status."""
         ref = run.spec.output.final_marker()
         try:
             self._with_retries(lambda: self._storage.write_json(ref, marker), run, self._clock() + 10.0)
@@ -350,7 +467,13 @@ class TaskPipeline:
             result=run.spec.output.as_dict(),
         )
         self._deliver_status(event, run.ctx)
-        self._mark_final(run, TaskStatus.COMPLETED)
+        self._mark_final(
+            run,
+            TaskStatus.COMPLETED,
+            tokens_used=event["tokens_used"],
+            processing_ms=event["processing_ms"],
+            result=run.spec.output.as_dict(),
+        )
         self._progress.task_finished(run.entry, ok=True, tokens=0, processing_ms=0.0)
         return True
 
@@ -371,6 +494,8 @@ class TaskPipeline:
             except ProbeFailedError as error:
                 self._before_retry(run, error)
             except TransientTaskError as error:
+                if run.budget.spent:
+                    raise  # TASK_MAX_MODEL_CALLS: no attempt, and no wait for the breaker, can help
                 if self._breaker_open() and error.code != codes.TIMED_OUT:
                     run.attempt -= 1
                     self._wait_breaker(run)
@@ -409,6 +534,7 @@ class TaskPipeline:
                 model=run.spec.model,
                 params=run.spec.params,
                 deadline=run.deadline,
+                budget=run.budget,
             )
         except BreakerOpenError:
             raise
@@ -471,7 +597,13 @@ class TaskPipeline:
             result=spec.output.as_dict(),
         )
         self._deliver_status(event, run.ctx)
-        self._mark_final(run, TaskStatus.COMPLETED)
+        self._mark_final(
+            run,
+            TaskStatus.COMPLETED,
+            tokens_used=chat.total_tokens,
+            processing_ms=round(processing_ms, 1),
+            result=spec.output.as_dict(),
+        )
         self._progress.task_finished(
             run.entry, ok=True, tokens=chat.total_tokens, processing_ms=processing_ms
         )

@@ -23,8 +23,10 @@ from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.bootstrap import Clients, bootstrap
 from llm_worker.consumer_loop import ConsumerLoop, LoopConfig
 from llm_worker.events import EventPublisher
+from llm_worker.gigachat.limiter import default_directory
 from llm_worker.membership import leave_group
 from llm_worker.pipeline import RetryPolicy, TaskPipeline
+from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import TaskRules
 
 log = logging.getLogger(__name__)
@@ -180,6 +182,8 @@ def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_i
             max_s=settings.task_retry_backoff_max_s,
         ),
         task_timeout_s=settings.task_timeout_s,
+        leases=TaskLeases(directory=default_directory(settings) / "tasks"),
+        max_model_calls=settings.model_calls_per_task,
         breaker_open=lambda: clients.breaker.state is Breaker.OPEN,
     )
 

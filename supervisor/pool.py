@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from llm_service.config import Settings
 from llm_service.errors import StaleRecordError
+from llm_service.message_ledger import POISON_DEATHS
 from llm_service.status_table import SlotSnapshot, StatusTable, WorkerState
 from supervisor.backoff import BackoffPolicy, ExitInfo, Verdict
 from supervisor.slot import Slot, SlotState, StopReason
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 _REPLACE_AT_ONCE = frozenset({StopReason.RECYCLE, StopReason.RELOAD, StopReason.RSS_HARD})
 _NOT_REPLACED = frozenset({StopReason.SCALE_DOWN, StopReason.SHUTDOWN})
+# Deaths a message may have caused: unasked ones, and kills for a hang or a runaway RSS. A kill at a
+# drain or stop deadline is not the message's doing (a slow call), nor is an exit with a code.
+_DEATH_BY_MESSAGE = frozenset({StopReason.NONE, StopReason.HUNG, StopReason.RSS_HARD})
 
 
 def backoff_policy(settings: Settings, rand: Callable[[], float]) -> BackoffPolicy:
@@ -324,6 +328,8 @@ class Pool:
         now = self._clock.monotonic()
         record = self.read_slot(slot.index)
         self._report_exit(slot, info, record, now - slot.spawned_at)
+        if info.signal is not None and slot.stop_reason in _DEATH_BY_MESSAGE:
+            self._count_deaths(slot)
         if info.boot_failure:
             own = record.bootstrap_failures if record is not None and record.pid == slot.pid else 0
             slot.boot_failures = max(slot.boot_failures + 1, own)
@@ -336,6 +342,22 @@ class Pool:
         else:
             self._restart_after_failure(slot, info, now)
         return True
+
+    def _count_deaths(self, slot: Slot) -> None:
+        """Charge the worker's death to each message it held (the death ledger, read by all workers)."""
+        held = self._table.held_messages(slot.index)
+        if not held:
+            return
+        for message, deaths in self._table.record_deaths(held):
+            log.warning(
+                "Worker %d (pid %d) died holding partition %d offset %d: %d death(s) for that message%s",
+                slot.index,
+                slot.pid,
+                message.partition,
+                message.offset,
+                deaths,
+                "; its next delivery is quarantined (POISON)" if deaths >= POISON_DEATHS else "",
+            )
 
     def _restart_after_failure(self, slot: Slot, info: ExitInfo, now: float) -> None:
         policy = backoff_policy(self.settings, self._rand)

@@ -35,6 +35,7 @@ from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailed
 from llm_worker.gigachat.auth import TokenProvider
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
 from llm_worker.gigachat.breaker import ModelBreaker
+from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.limiter import ConcurrencyLimiter, Permit
 from llm_worker.gigachat.models import (
     AUTH_FAILED,
@@ -125,11 +126,16 @@ class GigaChatClient:
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        budget: CallBudget | None = None,
     ) -> ChatResult:
-        """One non-streaming chat completion. ``params`` (temperature, max_tokens, ...) go in as given."""
+        """One non-streaming chat completion. ``params`` (temperature, max_tokens, ...) go in as given.
+
+        Each HTTP request sent (retries included) takes one call from ``budget``; with none left the
+        call fails with the last transient error.
+        """
         body = {**params, "model": model, "messages": messages, "stream": False}
         request = _Request("POST", "/chat/completions", "GigaChat chat", body=_json_bytes(body))
-        response = self._call(request, task_id=task_id, deadline=deadline)
+        response = self._call(request, task_id=task_id, deadline=deadline, budget=budget)
         return ChatResult.from_response(_decode(response, request), requested_model=model)
 
     def upload_file(
@@ -177,13 +183,19 @@ class GigaChatClient:
         """Close the pooled connections. The limiter and breaker are the caller's to close."""
         self._session.close()
 
-    def _call(self, request: _Request, *, task_id: str, deadline: float) -> requests.Response:
+    def _call(
+        self, request: _Request, *, task_id: str, deadline: float, budget: CallBudget | None = None
+    ) -> requests.Response:
         failures: list[RetryableFailure] = []
 
         def attempt() -> requests.Response | RetryableFailure:
+            if budget is not None and not budget.take():
+                raise _budget_spent(request, budget, failures)
             try:
                 outcome = self._attempt_with_reauth(request, task_id, deadline)
             except BreakerOpenError:
+                if budget is not None:
+                    budget.give_back()
                 if not failures:
                     raise
                 # This call did reach the server and failed: report that (it counts as an attempt
@@ -340,3 +352,18 @@ def _decode(response: requests.Response, request: _Request) -> Any:
         raise TransientTaskError(
             f"{request.what}: the 2xx body is not JSON", code=MODEL_BAD_RESPONSE
         ) from None
+
+
+def _budget_spent(
+    request: _Request, budget: CallBudget, failures: list[RetryableFailure]
+) -> TransientTaskError:
+    """No model call left for this task delivery: fail with the last transient error, if any."""
+    if not failures:
+        return TransientTaskError(
+            f"{request.what}: TASK_MAX_MODEL_CALLS={budget.limit} model calls spent", code=MODEL_UNAVAILABLE
+        )
+    last = failures[-1].error
+    return TransientTaskError(
+        f"{request.what}: TASK_MAX_MODEL_CALLS={budget.limit} model calls spent; last error: {last}",
+        code=last.code,
+    )

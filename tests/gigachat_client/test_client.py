@@ -11,6 +11,7 @@ import requests
 
 from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
 from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat.budget import CallBudget
 from tests.gigachat_client.fakes import (
     API_URL,
     AUTH_KEY,
@@ -50,13 +51,16 @@ class Rig:
             wall_clock=wall_zero,
         )
 
-    def chat(self, *, deadline_s: float = 120.0, task_id: str = "task-1") -> ChatResult:
+    def chat(
+        self, *, deadline_s: float = 120.0, task_id: str = "task-1", budget: CallBudget | None = None
+    ) -> ChatResult:
         return self.client.chat(
             task_id=task_id,
             messages=MESSAGES,
             model="GigaChat",
             params={"temperature": 0.2},
             deadline=self.clock() + deadline_s,
+            budget=budget,
         )
 
     def api_calls(self) -> int:
@@ -189,6 +193,21 @@ def test_exhausted_retries_raise_transient_with_the_last_code(tmp_path: Path) ->
     assert caught.value.code == "MODEL_RATE_LIMITED"
     assert "after 4 attempts" in str(caught.value)
     assert rig.api_calls() == 4
+
+
+def test_a_call_budget_shared_by_two_calls_stops_the_http_retries(tmp_path: Path) -> None:
+    script = Script(api=[response(503, {"status": 503, "message": "busy"})])
+    rig = Rig(tmp_path, script, gigachat_breaker_fail_max=100)
+    budget = CallBudget(limit=6)
+
+    with pytest.raises(TransientTaskError):
+        rig.chat(budget=budget)  # 4 HTTP attempts
+    with pytest.raises(TransientTaskError) as caught:
+        rig.chat(budget=budget)  # only 2 left
+
+    assert rig.api_calls() == 6 and budget.spent
+    assert "TASK_MAX_MODEL_CALLS=6 model calls spent" in str(caught.value)
+    assert caught.value.code == "MODEL_UNAVAILABLE"
 
 
 def test_never_sleeps_past_the_deadline(tmp_path: Path) -> None:

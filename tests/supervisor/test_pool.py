@@ -324,3 +324,36 @@ def test_counts_of_a_killed_worker_stay_in_the_totals(
     assert after.failed_by_code[2] == 1 and sum(after.buckets) == 1
     table.writer(1).task_finished(table.writer(1).task_started("c"), ok=True, processing_ms=50.0)
     assert pool.counters.totals(table.read(i) for i in range(table.slots)).counts["done"] == 2
+
+
+def test_a_worker_killed_holding_messages_charges_them_a_death(
+    table: StatusTable, ops: FakeOps, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = running_pool(table, ops, clock)
+    reader = table.writer(0).ledger
+    for round_ in (1, 2):
+        victim = pool.slots[1]
+        table.writer(1).held.start("tasks", 3, 41)
+        clock.advance(60)
+        ops.exit(victim.pid, sig=signal.SIGKILL)
+        reap(pool, ops)
+        assert reader.deaths("tasks", 3, 41) == round_
+        report_running(table, pool, clock)
+    assert "its next delivery is quarantined (POISON)" in caplog.text
+
+
+def test_exits_the_message_did_not_cause_charge_no_death(
+    table: StatusTable, ops: FakeOps, clock: FakeClock
+) -> None:
+    pool = running_pool(table, ops, clock)
+    reader = table.writer(0).ledger
+    table.writer(0).held.start("tasks", 0, 5)
+    ops.exit(pool.slots[0].pid, code=exit_codes.CRASHED)  # a Python-level crash, not a kill
+    reap(pool, ops)
+    table.writer(1).held.start("tasks", 0, 6)
+    pool.drain(pool.slots[1], StopReason.RECYCLE)
+    clock.advance(31)
+    pool.escalate()  # a slow call past the drain deadline: SIGKILL, not the message's fault
+    ops.exit(pool.slots[1].pid, sig=signal.SIGKILL)
+    reap(pool, ops)
+    assert reader.deaths("tasks", 0, 5) == 0 and reader.deaths("tasks", 0, 6) == 0

@@ -198,6 +198,12 @@ class EmulatorControl:
             f"{self.url}/_emulator/outage", json={"seconds": seconds}, timeout=10
         ).raise_for_status()
 
+    def calls_per_task(self) -> dict[str, int]:
+        """Chat calls the emulator received per task id (X-Request-ID), failed ones included."""
+        body = requests.get(f"{self.url}/_emulator/calls", timeout=30).json()
+        counts: dict[str, int] = body["per_request_id"]
+        return counts
+
     def ok_calls_per_task(self) -> dict[str, int]:
         body = requests.get(f"{self.url}/_emulator/calls", timeout=30).json()
         counts: dict[str, int] = body["per_request_id_ok"]

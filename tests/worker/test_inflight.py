@@ -68,3 +68,24 @@ def test_wait_completion_returns_early_and_leaves_the_completion_queued() -> Non
     held.wait_completion(5.0)  # returns at once: a completion is there
     held.collect()
     assert held.to_commit() == {"p": 1}
+
+
+def test_a_suspect_message_starts_only_when_nothing_runs_and_runs_alone() -> None:
+    held: InFlight[str, str] = InFlight()
+    innocent = held.take("p", 0, "r0", 1.0)
+    suspect = held.take("p", 1, "r1", 1.0)
+    after = held.take("p", 2, "r2", 1.0)
+    assert innocent is not None and suspect is not None and after is not None
+
+    def alone(h: object) -> bool:
+        return h == suspect
+
+    assert held.next_to_start(alone) == innocent
+    assert held.next_to_start(alone) is None, "the suspect waits while another message runs"
+    held.complete(Completion("p", 0, innocent.epoch, Outcome.DONE))
+    held.collect()
+    assert held.next_to_start(alone) == suspect
+    assert held.next_to_start(alone) is None, "nothing starts beside the suspect"
+    held.complete(Completion("p", 1, suspect.epoch, Outcome.DONE))
+    held.collect()
+    assert held.next_to_start(alone) == after

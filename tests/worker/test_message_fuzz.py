@@ -10,8 +10,10 @@ that names a task has exactly one final status.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -22,6 +24,7 @@ from llm_service.errors import PermanentTaskError
 from llm_service.task_status import TaskStatus
 from llm_worker.events import EventPublisher, encode_status, status_event
 from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import TaskRules
 from tests.worker.bad_messages import FAMILIES
 from tests.worker.test_pipeline import FakeModel, FakeProgress, FakeStore
@@ -93,6 +96,9 @@ class CapturingProducer:
         return Future()
 
 
+_LEASES = tempfile.TemporaryDirectory(prefix="fuzz-leases-")  # one for the module; removed at exit
+
+
 def run_message(raw: bytes | None) -> tuple[Outcome, list[Sent]]:
     producer = CapturingProducer()
     publisher = EventPublisher(
@@ -111,6 +117,8 @@ def run_message(raw: bytes | None) -> tuple[Outcome, list[Sent]]:
         progress=FakeProgress(),
         retry=RetryPolicy(max_attempts=2, base_s=0.0, max_s=0.0),
         task_timeout_s=30.0,
+        leases=TaskLeases(directory=Path(_LEASES.name)),
+        max_model_calls=4,
     )
     ctx = TaskContext(still_owned=lambda: True, stopping=threading.Event())
     outcome = pipeline.run(Record("tasks", 0, 7, None, raw), ctx)

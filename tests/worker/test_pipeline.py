@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +22,12 @@ from llm_service.errors import (
 from llm_service.status_table import Stage
 from llm_worker.error_codes import COUNTED
 from llm_worker.events import Source
+from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
 from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import ObjectRef, TaskRules
+from tests.waiting import wait_until
 
 RULES = TaskRules(
     max_message_bytes=100_000,
@@ -121,7 +126,10 @@ class FakeModel:
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        budget: CallBudget | None = None,
     ) -> ChatResult:
+        if budget is not None and not budget.take():
+            raise TransientTaskError("no calls left", code="MODEL_UNAVAILABLE")
         self.calls.append(messages)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, Exception):
@@ -178,11 +186,13 @@ class Harness:
         store: FakeStore | None = None,
         attempts: int = 3,
         breaker_open: bool = False,
+        max_model_calls: int = 100,
     ) -> None:
         self.model = model or FakeModel()
         self.store = store or FakeStore()
         self.publisher = FakePublisher()
         self.progress = FakeProgress()
+        self._leases = tempfile.TemporaryDirectory(prefix="leases-")
         self.pipeline = TaskPipeline(
             rules=RULES,
             storage=self.store,
@@ -191,16 +201,23 @@ class Harness:
             progress=self.progress,
             retry=RetryPolicy(max_attempts=attempts, base_s=0.0, max_s=0.0, rng=lambda: 0.0),
             task_timeout_s=60,
+            leases=TaskLeases(directory=Path(self._leases.name)),
+            max_model_calls=max_model_calls,
             breaker_open=lambda: breaker_open,
             breaker_poll_s=0.0,
         )
         self.owned = True
         self.stopping = threading.Event()
 
-    def run(self, body: dict[str, Any] | bytes) -> Outcome:
+    def run(self, body: dict[str, Any] | bytes, offset: int = 40) -> Outcome:
         value = body if isinstance(body, bytes) else json.dumps(body).encode()
         ctx = TaskContext(still_owned=lambda: self.owned, stopping=self.stopping)
-        return self.pipeline.run(Record("tasks", 2, 40, b"k", value), ctx)
+        return self.pipeline.run(Record("tasks", 2, offset, b"k", value), ctx)
+
+    def quarantine(self, body: dict[str, Any] | bytes, deaths: int = 2) -> Outcome:
+        value = body if isinstance(body, bytes) else json.dumps(body).encode()
+        ctx = TaskContext(still_owned=lambda: self.owned, stopping=self.stopping)
+        return self.pipeline.quarantine(Record("tasks", 2, 40, b"k", value), ctx, deaths=deaths)
 
 
 def test_happy_path_with_text_input() -> None:
@@ -411,3 +428,104 @@ def test_the_door_fails_a_message_the_pipeline_itself_chokes_on(monkeypatch: pyt
     ]
     assert [(d["task_id"], d["code"]) for d in h.publisher.dead] == [("t1", "INTERNAL")]
     assert h.progress.counters == {"failed": 1}
+
+
+def test_a_new_message_for_a_completed_task_gets_the_stored_status_again() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t13", "prompt": "p", "metadata": {"n": 1}}, offset=40) is Outcome.DONE
+    first = h.publisher.statuses[-1]
+    assert h.run({"task_id": "t13", "prompt": "p", "metadata": {"n": 2}}, offset=41) is Outcome.DONE
+    again = h.publisher.statuses[-1]
+    assert h.publisher.codes() == [1, 2, 3, 3], "the new message gets only the final status, no RECEIVED"
+    assert (again["tokens_used"], again["result"], again["metadata"]) == (12, first["result"], {"n": 2})
+    assert len(h.model.calls) == 1
+    assert h.run({"task_id": "t13", "prompt": "p"}, offset=41) is Outcome.DONE
+    assert h.run({"task_id": "t13", "prompt": "p"}, offset=40) is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 3, 3], "redeliveries of either message stay silent"
+
+
+def test_a_new_message_for_a_failed_task_gets_failed_again_without_a_model_call() -> None:
+    h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
+    assert h.run({"task_id": "t14", "prompt": "p"}, offset=40) is Outcome.DONE
+    assert h.run({"task_id": "t14", "prompt": "p"}, offset=50) is Outcome.DONE
+    final = h.publisher.statuses[-1]
+    assert (final["status"], final["error"]["code"], final["error"]["message"]) == (
+        4,
+        "MODEL_BAD_REQUEST",
+        "bad",
+    )
+    assert len(h.model.calls) == 1 and len(h.publisher.dead) == 1
+
+
+def test_a_marker_without_sources_counts_as_the_same_message() -> None:
+    h = Harness()
+    marker = ObjectRef("out", "r/t15.json").final_marker()
+    h.store.objects[marker] = json.dumps({"task_id": "t15", "status": 3, "ts": "x"}).encode()
+    assert h.run({"task_id": "t15", "prompt": "p"}, offset=77) is Outcome.DONE
+    assert h.publisher.statuses == [] and h.model.calls == []
+
+
+def test_a_quarantined_task_fails_as_poison_without_running() -> None:
+    h = Harness()
+    assert h.quarantine({"task_id": "t16", "prompt": "p"}, deaths=2) is Outcome.DONE
+    final = h.publisher.statuses[-1]
+    assert (final["status"], final["error"]["code"]) == (4, "POISON")
+    assert [d["code"] for d in h.publisher.dead] == ["POISON"]
+    assert h.model.calls == []
+    marker = json.loads(h.store.objects[ObjectRef("out", "r/t16.json").final_marker()])
+    assert marker["outcome"]["error"]["code"] == "POISON"
+
+
+def test_a_quarantined_message_without_a_task_goes_to_the_dlq() -> None:
+    h = Harness()
+    assert h.quarantine(b"\xff\xfe not json") is Outcome.DONE
+    assert h.publisher.statuses == [] and [d["code"] for d in h.publisher.dead] == ["POISON"]
+
+
+def test_model_calls_of_one_delivery_stop_at_the_cap() -> None:
+    failing = TransientTaskError("503", code="MODEL_UNAVAILABLE")
+    h = Harness(FakeModel(failing), attempts=5, max_model_calls=3)
+    assert h.run({"task_id": "t17", "prompt": "p"}) is Outcome.DONE
+    assert len(h.model.calls) == 3
+    final = h.publisher.statuses[-1]
+    assert (final["status"], final["error"]["code"]) == (4, "MODEL_UNAVAILABLE")
+
+
+def test_a_second_delivery_waits_for_the_running_one_and_sends_its_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    class SlowModel(FakeModel):
+        def chat(self, **kwargs: Any) -> ChatResult:
+            entered.set()
+            release.wait(10)
+            return super().chat(**kwargs)
+
+    h = Harness(SlowModel())
+    first = threading.Thread(target=h.run, args=({"task_id": "t18", "prompt": "p"}, 40))
+    first.start()
+    assert entered.wait(10)
+    second_done: list[Outcome] = []
+    second = threading.Thread(target=lambda: second_done.append(h.run({"task_id": "t18", "prompt": "p"}, 41)))
+    with caplog.at_level("INFO", logger="llm_worker.task_lease"):
+        second.start()
+        wait_until(
+            lambda: "being run by another delivery" in caplog.text, timeout=10, what="the second waiting"
+        )
+    assert second_done == []
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert second_done == [Outcome.DONE]
+    assert len(h.model.calls) == 1
+    assert [e["status"] for e in h.publisher.statuses if e["status"] in (3, 4)] == [3, 3]
+
+
+def test_a_quarantined_message_that_already_got_its_status_stays_silent() -> None:
+    h = Harness()
+    assert h.quarantine({"task_id": "t19", "prompt": "p"}) is Outcome.DONE
+    sent = len(h.publisher.statuses)
+    assert h.quarantine({"task_id": "t19", "prompt": "p"}) is Outcome.DONE  # redelivered before its commit
+    assert len(h.publisher.statuses) == sent and len(h.publisher.dead) == 1
