@@ -22,6 +22,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaConfigurationError, KafkaError
 
 from llm_service import exit_codes, log_lines
+from llm_service.clients import kafka_options
 from llm_service.config import Settings
 from llm_service.errors import PermanentTaskError, TaskError
 from llm_service.status_table import Breaker, Conn, SlotWriter
@@ -143,7 +144,7 @@ def make_consumer(settings: Settings, *, client_id: str, group_instance_id: str 
     """The task consumer: manual commits, earliest reset, cooperative-sticky, optional static membership."""
     session_ms = settings.kafka_session_timeout_ms
     return KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        **kafka_options(settings),
         client_id=re.sub(r"[^A-Za-z0-9._-]", "_", client_id),
         group_id=settings.kafka_group_id,
         group_instance_id=group_instance_id,
