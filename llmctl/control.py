@@ -47,23 +47,26 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     socket_opt.add_argument("--socket", help="status socket (default: SUPERVISOR_SOCKET)")
     both = [*parents, socket_opt]
     status = subparsers.add_parser("status", parents=both, help="the supervisor's table of workers")
-    status.add_argument(
-        "--json", action="store_true", help="print the raw JSON reply (default when not a TTY)"
-    )
+    form = status.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the raw JSON reply (default when not a TTY)")
+    form.add_argument("--table", action="store_true", help="print the table also when not a TTY")
     status.set_defaults(handler=cmd_status)
     subparsers.add_parser(
         "health", parents=both, help="one line; exit 0 ok, 1 degraded, 2 failing"
     ).set_defaults(handler=cmd_health)
-    subparsers.add_parser("reload", parents=both, help="re-read the config (as SIGHUP)").set_defaults(
+    json_opt = argparse.ArgumentParser(add_help=False)
+    json_opt.add_argument("--json", action="store_true", help="print the JSON reply instead of one line")
+    simple = [*both, json_opt]
+    subparsers.add_parser("reload", parents=simple, help="re-read the config (as SIGHUP)").set_defaults(
         handler=lambda a: cmd_simple(a, "reload")
     )
-    scale = subparsers.add_parser("scale", parents=both, help="set the number of worker processes")
+    scale = subparsers.add_parser("scale", parents=simple, help="set the number of worker processes")
     scale.add_argument("n", type=int, help="worker processes wanted")
     scale.set_defaults(handler=lambda a: cmd_simple(a, "scale", n=a.n))
-    subparsers.add_parser("drain", parents=both, help="stop taking new tasks").set_defaults(
+    subparsers.add_parser("drain", parents=simple, help="stop taking new tasks").set_defaults(
         handler=lambda a: cmd_simple(a, "drain")
     )
-    subparsers.add_parser("resume", parents=both, help="take new tasks again").set_defaults(
+    subparsers.add_parser("resume", parents=simple, help="take new tasks again").set_defaults(
         handler=lambda a: cmd_simple(a, "resume")
     )
 
@@ -117,15 +120,31 @@ def cmd_simple(args: argparse.Namespace, cmd: str, **extra: Any) -> int:
     reply = _ask(args, cmd, **extra)
     if reply is None:
         return UNREACHABLE
-    print(json.dumps(reply))
+    print(json.dumps(reply) if args.json else human_line(cmd, reply))
     return 0 if reply.get("ok") else 1
+
+
+def human_line(cmd: str, reply: dict[str, Any]) -> str:
+    """One line an operator reads after reload, scale, drain or resume."""
+    if not reply.get("ok"):
+        return f"{cmd} refused: {reply.get('error', 'no reason given')}"
+    if cmd == "reload":
+        changed = reply.get("changed") or []
+        if not changed:
+            return "reloaded: no setting changed"
+        how = "; replacing workers one at a time" if reply.get("rolling_restart") else ""
+        return f"reloaded: {', '.join(changed)} changed{how}"
+    if cmd == "scale":
+        return f"scaled: {reply.get('workers')} workers wanted"
+    paused = reply.get("intake_paused")
+    return "intake paused: no new tasks taken" if paused else "intake resumed: taking new tasks"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     reply = _ask(args, "status")
     if reply is None:
         return UNREACHABLE
-    if args.json or not sys.stdout.isatty():
+    if args.json or not (args.table or sys.stdout.isatty()):
         print(json.dumps(reply, indent=2))
     else:
         print(render_table(reply))
