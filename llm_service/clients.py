@@ -10,15 +10,24 @@ The settings were validated by llm_service/config.py; nothing here checks them a
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import urllib3
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+)
 from minio import Minio
 
 from llm_service.config import Settings
 
 S3_CONNECT_TIMEOUT_S = 5.0
 S3_READ_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 2.0
+SASL_HINT = "check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+_LOGIN_FAILURES = (KafkaTimeoutError, KafkaConnectionError)
 
 
 def kafka_options(settings: Settings) -> dict[str, Any]:
@@ -67,3 +76,31 @@ def minio_client(settings: Settings, *, pool_size: int = 10) -> Minio:
         region=settings.minio_region or None,
         http_client=s3_http_client(settings, pool_size=pool_size),
     )
+
+
+def kafka_failure_hint(settings: Settings, exc: BaseException) -> str:
+    """A hint to add to a Kafka connection error under SASL, or "".
+
+    A broker that rejects SASL credentials often just closes the connection (after
+    connection.failed.authentication.delay.ms), so the client only sees "Unable to bootstrap". When
+    a plain TCP connection to a bootstrap server succeeds, the network is fine and the login is the
+    likely cause; say so, naming the settings to check (never their values).
+    """
+    if not settings.kafka_security_protocol.startswith("SASL_"):
+        return ""
+    if isinstance(exc, SaslAuthenticationFailedError):
+        return f"SASL login rejected by the broker; {SASL_HINT}"
+    if isinstance(exc, _LOGIN_FAILURES) and _any_reachable(settings.kafka_bootstrap_servers):
+        return f"the broker is reachable but dropped the connection during the SASL login; {SASL_HINT}"
+    return ""
+
+
+def _any_reachable(servers: str) -> bool:
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from llm_service import __version__
+from llm_service.clients import kafka_failure_hint
 from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
 
@@ -49,3 +50,9 @@ def duration_s(text: str) -> float:
 def since_ms(seconds: float, *, now: float | None = None) -> int:
     """The wall time ``seconds`` ago, in Kafka's milliseconds."""
     return int(((time.time() if now is None else now) - seconds) * 1000)
+
+
+def describe(settings: Settings, exc: BaseException) -> str:
+    """A Kafka error as one line, with the SASL hint when it applies."""
+    hint = kafka_failure_hint(settings, exc)
+    return f"{type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}"

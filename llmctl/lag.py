@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 
 from llm_service.clients import kafka_options
 from llm_service.consumer_lag import GroupLag, measure
-from llmctl.common import CONFIG_ERROR, settings_from
+from llmctl.common import CONFIG_ERROR, describe, settings_from
 
 UNREACHABLE = 2
 
@@ -42,7 +42,7 @@ def cmd_lag(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
         )
     except (KafkaError, LookupError, OSError) as exc:
-        print(f"llmctl lag: cannot measure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"llmctl lag: cannot measure: {describe(settings, exc)}", file=sys.stderr)
         return UNREACHABLE
     print(json.dumps(lag.as_dict()) if args.json else render(lag))
     return 0

@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 
 from llm_service.config import Settings
 from llm_service.task_status import TaskStatus
-from llmctl.common import CONFIG_ERROR, duration_s, settings_from, since_ms
+from llmctl.common import CONFIG_ERROR, describe, duration_s, settings_from, since_ms
 from llmctl.history import History, read_status_history
 
 UNREADABLE = 2
@@ -50,7 +50,7 @@ def read_window(settings: Settings, args: argparse.Namespace, command: str) -> H
     try:
         return read_status_history(settings, since_ms=since_ms(args.since), timeout_s=args.timeout)
     except (KafkaError, LookupError, OSError) as exc:
-        print(f"llmctl {command}: cannot read the status topic: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"llmctl {command}: cannot read the status topic: {describe(settings, exc)}", file=sys.stderr)
         return UNREADABLE
 
 
