@@ -33,9 +33,13 @@ _COLUMNS = (
     ("CPU%", "cpu_percent"),
     ("RSS_MB", "rss_mb"),
     ("HEARTBEAT_S", "heartbeat_age_s"),
+    ("AVG_MS", "avg_processing_ms"),
     ("KAFKA", "kafka"),
+    ("S3", "s3"),
+    ("GIGACHAT", "gigachat"),
     ("BREAKER", "breaker"),
 )
+_CONNECTIONS = ("kafka", "s3", "gigachat")
 
 
 class Unreachable(Exception):  # noqa: N818 - an outcome of the command, reported as exit code 2
@@ -160,6 +164,12 @@ def render_table(reply: dict[str, Any]) -> str:
         f"   CPU {system.get('cpu_percent')}%   RAM {system.get('ram_percent')}%"
         f"   disk free {system.get('disk_free_mb')} MiB   intake {intake}   lag {sup.get('consumer_lag_s')}s",
     ]
+    totals = reply.get("totals", {})
+    lines.append(
+        f"tasks since start: done {totals.get('done')}   failed {totals.get('failed')}"
+        f"   in flight {totals.get('in_flight')}   avg {totals.get('avg_processing_ms')} ms"
+        f"   tokens {totals.get('tokens_used')}"
+    )
     lines += [f"  {a['level'].upper()}: {a['name']}: {a['message']}" for a in reply.get("alerts", [])]
     rows = [[_cell(w, key) for _, key in _COLUMNS] for w in reply.get("workers", [])]
     widths = [
@@ -174,5 +184,5 @@ def render_table(reply: dict[str, Any]) -> str:
 
 
 def _cell(worker: dict[str, Any], key: str) -> str:
-    value = worker.get("conn", {}).get("kafka") if key == "kafka" else worker.get(key)
+    value = worker.get("conn", {}).get(key) if key in _CONNECTIONS else worker.get(key)
     return "-" if value is None else str(value)
