@@ -5,12 +5,14 @@ The SASL settings are proven against a real broker in tests/worker/test_sasl.py.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import certifi
 import pytest
+from kafka.errors import KafkaTimeoutError, SaslAuthenticationFailedError
 
-from llm_service.clients import kafka_options, minio_client, s3_http_client
+from llm_service.clients import SASL_HINT, kafka_failure_hint, kafka_options, minio_client, s3_http_client
 from llm_service.config import SECRET_MASK, load_settings
 from llm_service.errors import ConfigError
 
@@ -96,3 +98,17 @@ def test_s3_over_tls_uses_the_ca_file(tmp_path: Path) -> None:
     assert pool.connection_pool_kw["ca_certs"] == str(ca)
     assert pool.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
     assert minio_client(settings)._base_url.is_https
+
+
+def test_the_sasl_hint_names_the_settings_only_when_the_broker_answers_tcp() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        sasl = load_settings({**SASL, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}, env_file=None)
+        assert SASL_HINT in kafka_failure_hint(sasl, KafkaTimeoutError("Unable to bootstrap"))
+        plain = load_settings({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}, env_file=None)
+        assert kafka_failure_hint(plain, KafkaTimeoutError("Unable to bootstrap")) == ""
+    assert SASL_HINT in kafka_failure_hint(sasl, SaslAuthenticationFailedError("bad"))
+    assert kafka_failure_hint(sasl, KafkaTimeoutError("Unable to bootstrap")) == ""  # nobody listens now
+    assert "s3cret-pw" not in kafka_failure_hint(sasl, SaslAuthenticationFailedError("bad"))
