@@ -2,9 +2,9 @@
 
 The workers' counters live in their processes and die with them; the status topic keeps every
 task's history, so the figures come from there: tasks by final status (and those with none yet),
-average and p95 processing time, tokens used, and the most frequent error codes. Each task counts
-once, by its first final status. Exit 0; 2 when the topic could not be read; 3 when the read hit
-``--timeout`` (the figures printed then cover only what was read).
+average and p95 processing time of the completed ones, tokens used, and the most frequent error
+codes. Each task counts once, by its first final status. Exit 0; 2 when the topic could not be
+read; 3 when the read hit ``--timeout`` (the figures printed then cover only what was read).
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     finals = first_finals(events)
     tasks = {e["task_id"] for e in events}
     by_status = Counter(TaskStatus(e["status"]).name for e in finals.values())
-    times = sorted(float(e["processing_ms"]) for e in finals.values() if _number(e.get("processing_ms")))
+    times = sorted(
+        float(e["processing_ms"])
+        for e in finals.values()
+        if e["status"] == TaskStatus.COMPLETED and _number(e.get("processing_ms"))
+    )
     errors = Counter(str(e["error"].get("code")) for e in finals.values() if isinstance(e.get("error"), dict))
     return {
         "tasks": len(tasks),
@@ -108,7 +112,8 @@ def render(figures: dict[str, Any]) -> str:
     lines = [f"status events since {figures.get('since', 'the beginning')}: {figures['tasks']} tasks"]
     lines += [f"  {name:<16} {count}" for name, count in by_status.items()]
     lines.append(
-        f"processing time: average {_ms(times['avg'])}, p95 {_ms(times['p95'])} ({times['count']} tasks)"
+        f"processing time of completed tasks: average {_ms(times['avg'])}, p95 {_ms(times['p95'])}"
+        f" ({times['count']} tasks)"
     )
     lines.append(f"tokens used: {figures['tokens_used']}")
     lines.append("top error codes:" if figures["top_errors"] else "top error codes: none")
