@@ -15,9 +15,11 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+from minio import Minio
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
@@ -28,6 +30,7 @@ from llmctl.history import History
 from llmctl.stats import INCOMPLETE, UNREADABLE, add_window_options, read_window
 
 PROBLEMS = 1
+STAT_THREADS = 8
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
 
 Exists = Callable[[str, str], bool]
@@ -50,23 +53,42 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if isinstance(history, int):
         return history
     grace = args.grace if args.grace is not None else settings.task_timeout_s + settings.worker_drain_timeout
-    s3 = minio_client(settings)
+    try:
+        found = objects_present(minio_client(settings, pool_size=STAT_THREADS), history.events)
+        problems = find_problems(
+            history.events, exists=lambda b, k: found[(b, k)], now=time.time(), grace_s=grace
+        )
+    except (S3Error, HTTPError, OSError) as exc:
+        print(f"llmctl audit: cannot check result objects: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return UNREADABLE
+    return _report(history, problems, args)
 
-    def exists(bucket: str, key: str) -> bool:
+
+def objects_present(s3: Minio, events: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
+    """Whether each result object named by a COMPLETED status exists; stats run STAT_THREADS at a time
+    (a week of tasks is many objects; the minio client is thread-safe)."""
+    refs = sorted(
+        {
+            (str(ref["bucket"]), str(ref["key"]))
+            for e in events
+            if e.get("status") == TaskStatus.COMPLETED
+            and isinstance(ref := e.get("result"), dict)
+            and ref.get("bucket")
+            and ref.get("key")
+        }
+    )
+
+    def exists(ref: tuple[str, str]) -> bool:
         try:
-            s3.stat_object(bucket, key)
+            s3.stat_object(*ref)
         except S3Error as exc:
             if exc.code in _MISSING:
                 return False
             raise
         return True
 
-    try:
-        problems = find_problems(history.events, exists=exists, now=time.time(), grace_s=grace)
-    except (S3Error, HTTPError, OSError) as exc:
-        print(f"llmctl audit: cannot check result objects: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return UNREADABLE
-    return _report(history, problems, args)
+    with ThreadPoolExecutor(max_workers=STAT_THREADS, thread_name_prefix="audit-stat") as pool:
+        return dict(zip(refs, pool.map(exists, refs), strict=True))
 
 
 def _report(history: History, problems: list[str], args: argparse.Namespace) -> int:
