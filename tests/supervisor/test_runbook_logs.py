@@ -82,6 +82,7 @@ def test_runbook_log_pipelines_print_the_true_numbers(
     status_log.read(1.0)
     truth = _Truth(sup.log_path, status_log.events())
 
+    _runbook_log_filters_find_every_line(sup.log_path, truth)
     pipelines = runbook_pipelines(RUNBOOK.read_text(encoding="utf-8"))
     assert pipelines.keys() == CHECKS.keys(), "a pipeline of the runbook without a check here, or the reverse"
     for title, commands in pipelines.items():
@@ -89,6 +90,35 @@ def test_runbook_log_pipelines_print_the_true_numbers(
         outputs = {run_on(c, sup.log_path) for c in commands}
         assert len(outputs) == 1, f"{title}: Docker and systemd lines disagree: {outputs}"
         CHECKS[title](outputs.pop(), truth)
+
+
+def runbook_log_filters(text: str) -> dict[str, list[str]]:
+    """The ``grep -i WORD`` pipelines of the monitoring section's "Проверка логов", by WORD."""
+    section = text.split("#### Проверка логов", 1)[1].split("\n#### ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    found: dict[str, list[str]] = {}
+    for line in block.splitlines():
+        command = line.split(" # ", 1)[0].strip()
+        match = re.search(r"\| grep -i (\w+)$", command)
+        if match:
+            found.setdefault(match.group(1), []).append(command)
+    return found
+
+
+def _runbook_log_filters_find_every_line(log: Path, truth: _Truth) -> None:
+    filters = runbook_log_filters(RUNBOOK.read_text(encoding="utf-8"))
+    assert filters.keys() == {"error", "warning"}, filters
+    lines = log.read_text(errors="replace").splitlines()
+    for word, commands in filters.items():
+        assert len(commands) == 2, commands  # a Docker and a systemd line
+        outputs = {run_on(c, log) for c in commands}
+        assert len(outputs) == 1, f"{word}: Docker and systemd lines disagree"
+        shown = outputs.pop().splitlines()
+        assert shown == [line for line in lines if word in line.lower()]
+        level = " - ".join(truth.level(word.upper())[:1])
+        assert level and any(level in line for line in shown), (
+            f"no {word.upper()} line found by {commands[0]}"
+        )
 
 
 def runbook_kafka_commands(text: str) -> list[str]:
