@@ -53,6 +53,10 @@ def runbook_pipelines(text: str) -> dict[str, list[str]]:
 
 
 def run_on(command: str, log: Path) -> str:
+    source = command.split("|", 1)[0]
+    # The parts of the source the file stands in for: docker logs must pass the container's stderr on
+    # (a crash before logging starts writes there), journalctl must drop its own line prefix.
+    assert "2>&1" in source if source.startswith("docker") else "-o cat" in source, command
     local, count = SOURCE.subn(f"cat {log} |", command)
     assert count == 1, f"no log source to replace in: {command}"
     done = subprocess.run(["bash", "-c", local], capture_output=True, text=True, timeout=60, check=False)
