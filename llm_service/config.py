@@ -91,6 +91,12 @@ def bucket_list(value: tuple[str, ...]) -> str | None:
     return f"has invalid bucket names: {', '.join(bad)}" if bad else None
 
 
+def sasl_mechanism(value: str) -> str | None:
+    if not value or value in SASL_MECHANISMS:
+        return None
+    return f"must be one of {', '.join(SASL_MECHANISMS)} (or empty without SASL)"
+
+
 def existing_file(value: str) -> str | None:
     return None if not value or Path(value).is_file() else "file does not exist"
 
@@ -130,7 +136,7 @@ class Settings:
     kafka_sasl_mechanism: str = setting(
         "",
         "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-        check=one_of("", *SASL_MECHANISMS),
+        check=sasl_mechanism,
     )
     kafka_sasl_username: str = setting("", "SASL user name (required with SASL_*)")
     kafka_sasl_password: str = setting("", "SASL password (required with SASL_*)")

@@ -54,7 +54,10 @@ def test_sasl_settings_become_client_options_and_the_password_is_masked(tmp_path
     ("env", "expected"),
     [
         ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS': must be one of PLAINTEXT, SSL,"),
-        ({**SASL, "KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM='GSSAPI': must be one of , PLAIN"),
+        (
+            {**SASL, "KAFKA_SASL_MECHANISM": "GSSAPI"},
+            "KAFKA_SASL_MECHANISM='GSSAPI': must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        ),
         (
             {**SASL, "KAFKA_SASL_MECHANISM": ""},
             "KAFKA_SASL_MECHANISM must be set when KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
