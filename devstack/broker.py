@@ -24,11 +24,11 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl_listener}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 log.dirs={data_dir}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -62,6 +62,14 @@ logger.raftserver.name = kafka.server.KafkaRaftServer
 logger.raftserver.level = INFO
 """
 
+# The optional SASL_PLAINTEXT listener (KafkaBroker(sasl_port=..., sasl_users=...)): PLAIN users
+# checked against a static JAAS list. The PLAINTEXT listener stays for the broker itself and devstack.
+_SASL_PROPERTIES = """\
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required {users};
+"""
+
 # Serial GC and a fixed 512 MiB heap: this broker shares two cores with workers and tests.
 _JVM_FLAGS = ["-Xms512m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
 
@@ -78,12 +86,32 @@ def new_cluster_id() -> str:
 
 
 class KafkaBroker:
-    def __init__(self, *, cache: Path, run_dir: Path, port: int, controller_port: int) -> None:
+    """One broker; with ``sasl_port`` and ``sasl_users`` (name -> password) also a SASL_PLAINTEXT listener."""
+
+    def __init__(
+        self,
+        *,
+        cache: Path,
+        run_dir: Path,
+        port: int,
+        controller_port: int,
+        sasl_port: int | None = None,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
+        if (sasl_port is None) != (not sasl_users):
+            raise ValueError("a SASL listener needs both sasl_port and sasl_users")
         self.cache = cache
         self.dir = run_dir / "kafka"
         self.port = port
         self.controller_port = controller_port
+        self.sasl_port = sasl_port
+        self.sasl_users = dict(sasl_users or {})
         self.proc = ManagedProcess("kafka", run_dir)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener's address (only with ``sasl_port``)."""
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def bootstrap(self) -> str:
@@ -95,7 +123,7 @@ class KafkaBroker:
     def start(self, *, timeout: float = 120.0) -> None:
         libs = kafka_libs(self.cache)
         java = require_tool("java")
-        for port in (self.port, self.controller_port):
+        for port in (self.port, self.controller_port, *([self.sasl_port] if self.sasl_port else [])):
             if port_open(port):
                 raise StackError(f"port {port} (Kafka) is already in use by another process")
         self._write_config()
@@ -153,11 +181,17 @@ class KafkaBroker:
 
     def _write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "server.properties").write_text(
-            _SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, data_dir=self.dir / "data"
-            )
+        sasl_listener = f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if self.sasl_port else ""
+        properties = _SERVER_PROPERTIES.format(
+            port=self.port,
+            controller_port=self.controller_port,
+            data_dir=self.dir / "data",
+            sasl_listener=sasl_listener,
         )
+        if self.sasl_users:
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            properties += _SASL_PROPERTIES.format(users=users)
+        (self.dir / "server.properties").write_text(properties)
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
 
     def stop(self) -> None:

@@ -16,6 +16,7 @@ from devstack.paths import cache_dir, default_state_dir
 from devstack.provision import provision_all
 from devstack.service import LocalService, uses_real_gigachat
 from devstack.stack import Stack, StackPorts
+from llm_service import __version__
 from llm_service.errors import StackError
 
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         help="where the running stack keeps data, logs and pid files "
         "(default: <cache>/stack; cache: $LLM_SERVICE_CACHE or ~/.cache/llm-service)",
     )
+    parser.add_argument("--version", action="version", version=f"llm-devstack {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
         "up", help="provision on first use, start what is not running, create topics and buckets"

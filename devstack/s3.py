@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import requests
+import urllib3
 from minio import Minio
 
 from devstack.procs import ManagedProcess, port_open, wait_until
@@ -19,11 +20,27 @@ HEALTH_PATH = "/health"
 
 
 class S3Server:
-    def __init__(self, *, cache: Path, run_dir: Path, port: int) -> None:
+    """versitygw on 127.0.0.1; with ``tls=(cert, key)`` it serves HTTPS (``ca_file``: the CA to trust)."""
+
+    def __init__(
+        self,
+        *,
+        cache: Path,
+        run_dir: Path,
+        port: int,
+        tls: tuple[Path, Path] | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         self.cache = cache
         self.data_dir = run_dir / "s3-data"
         self.port = port
+        self.tls = tls
+        self.ca_file = ca_file
         self.proc = ManagedProcess("s3", run_dir)
+
+    @property
+    def secure(self) -> bool:
+        return self.tls is not None
 
     @property
     def endpoint(self) -> str:
@@ -47,6 +64,7 @@ class S3Server:
                 "--health",
                 HEALTH_PATH,
                 "--quiet",
+                *(["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else []),
                 "posix",
                 str(self.data_dir),
             ],
@@ -56,13 +74,21 @@ class S3Server:
 
     def healthy(self) -> bool:
         try:
-            return requests.get(f"http://{self.endpoint}{HEALTH_PATH}", timeout=1).status_code == 200
+            scheme, verify = ("https", str(self.ca_file or True)) if self.secure else ("http", True)
+            url = f"{scheme}://{self.endpoint}{HEALTH_PATH}"
+            return requests.get(url, timeout=1, verify=verify).status_code == 200
         except requests.RequestException:
             return False
 
     def client(self) -> Minio:
+        http = urllib3.PoolManager(ca_certs=str(self.ca_file)) if self.ca_file else None
         return Minio(
-            self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False, region="us-east-1"
+            self.endpoint,
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            secure=self.secure,
+            region="us-east-1",
+            http_client=http,
         )
 
     def create_buckets(self, *names: str) -> None:

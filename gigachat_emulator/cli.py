@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from gigachat_emulator import __version__
 from gigachat_emulator.auth import DEFAULT_AUTH_KEY, SCOPES
 from gigachat_emulator.calls import DEFAULT_CAPACITY
 from gigachat_emulator.config import FaultConfig, knobs
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-gigachat-emulator", description="Local emulator of the GigaChat REST API (v1)."
     )
+    parser.add_argument("--version", action="version", version=f"llm-gigachat-emulator {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8090, help="0 picks a free one (default: %(default)s)")
     parser.add_argument("--auth-key", default=DEFAULT_AUTH_KEY, help="the accepted authorization key (Basic)")

@@ -35,6 +35,9 @@ GIGACHAT_API_URL = "https://gigachat.devices.sberbank.ru/api/v1"
 
 Check = Callable[[Any], str | None]
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
 
 def setting(default: Any, help: str, *, check: Check | None = None, group: str = "") -> Any:
     """Declare one setting: its default, one help line and an optional check.
@@ -104,6 +107,16 @@ def log_file_path(value: str) -> str | None:
     return None if target.parent.is_dir() else f"folder {str(target.parent)!r} does not exist"
 
 
+def sasl_mechanism(value: str) -> str | None:
+    if not value or value in SASL_MECHANISMS:
+        return None
+    return f"must be one of {', '.join(SASL_MECHANISMS)} (or empty without SASL)"
+
+
+def existing_file(value: str) -> str | None:
+    return None if not value or Path(value).is_file() else "file does not exist"
+
+
 def _default_socket() -> str:
     return str(Path(os.environ.get("RUNTIME_DIRECTORY") or "/tmp") / "llm-supervisor.sock")
 
@@ -131,12 +144,34 @@ class Settings:
         "Largest status/DLQ record the producer sends (DLQ copies of big tasks need the topic to allow it)",
         check=positive,
     )
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT",
+        "Kafka security protocol of every client (workers, lag probe, llmctl)",
+        check=one_of(*KAFKA_PROTOCOLS),
+    )
+    kafka_sasl_mechanism: str = setting(
+        "",
+        "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        check=sasl_mechanism,
+    )
+    kafka_sasl_username: str = setting("", "SASL user name (required with SASL_*)")
+    kafka_sasl_password: str = setting("", "SASL password (required with SASL_*)")
+    kafka_ssl_cafile: str = setting(
+        "",
+        "CA file (PEM) that signed the brokers' certificates, with SSL/SASL_SSL (empty: system CAs)",
+        check=existing_file,
+    )
 
     # S3 (MinIO in production)
     minio_endpoint: str = setting("localhost:9000", "S3 endpoint host:port", check=host_port, group="S3")
     minio_access_key: str = setting("", "S3 access key")
     minio_secret_key: str = setting("", "S3 secret key")
     minio_secure: bool = setting(False, "Use HTTPS for S3")
+    minio_ca_file: str = setting(
+        "",
+        "CA file (PEM) that signed the S3 server's certificate, with MINIO_SECURE (empty: system CAs)",
+        check=existing_file,
+    )
     minio_region: str = setting("us-east-1", "S3 region (saves a location lookup per bucket)")
     minio_input_bucket: str = setting("llm-input", "Default bucket of task inputs", check=bucket_name)
     minio_output_bucket: str = setting("llm-output", "Default bucket of task results", check=bucket_name)
@@ -460,6 +495,18 @@ def _check(settings: Settings) -> None:
         raise ConfigError("WORKER_RSS_SOFT_MB must not exceed WORKER_RSS_HARD_MB")
     if settings.worker_processes > settings.worker_max_processes:
         raise ConfigError("WORKER_PROCESSES must not exceed WORKER_MAX_PROCESSES")
+    _check_kafka_sasl(settings)
+
+
+def _check_kafka_sasl(settings: Settings) -> None:
+    """SASL needs a mechanism and credentials; each missing one is named, the password never shown."""
+    if not settings.kafka_security_protocol.startswith("SASL_"):
+        return
+    for name in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        if not getattr(settings, name.lower()):
+            raise ConfigError(
+                f"{name} must be set when KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+            )
 
 
 def env_example() -> str:

@@ -22,6 +22,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaConfigurationError, KafkaError
 
 from llm_service import exit_codes, log_lines
+from llm_service.clients import kafka_failure_hint, kafka_options
 from llm_service.config import Settings
 from llm_service.errors import ConfigError, PermanentTaskError, TaskError
 from llm_service.status_table import Breaker, Conn, SlotWriter
@@ -97,7 +98,7 @@ def bootstrap(
                 return exit_codes.BOOT_FAILED
             _failed(status, attempt, attempts, exc)
         except (KafkaError, TaskError, OSError) as exc:
-            _failed(status, attempt, attempts, exc)
+            _failed(status, attempt, attempts, exc, hint=kafka_failure_hint(settings, exc))
         else:
             status.update(bootstrap_failures=0)
             return clients
@@ -107,8 +108,9 @@ def bootstrap(
     return exit_codes.BOOT_FAILED
 
 
-def _failed(status: SlotWriter, attempt: int, attempts: int, exc: BaseException) -> None:
-    log.error(log_lines.BOOTSTRAP_FAILED, f"{type(exc).__name__}: {exc} (attempt {attempt} of {attempts})")
+def _failed(status: SlotWriter, attempt: int, attempts: int, exc: BaseException, *, hint: str = "") -> None:
+    why = f"{type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}"
+    log.error(log_lines.BOOTSTRAP_FAILED, f"{why} (attempt {attempt} of {attempts})")
     status.add(bootstrap_failures=1)
 
 
@@ -143,7 +145,7 @@ def make_consumer(settings: Settings, *, client_id: str, group_instance_id: str 
     """The task consumer: manual commits, earliest reset, cooperative-sticky, optional static membership."""
     session_ms = settings.kafka_session_timeout_ms
     return KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        **kafka_options(settings),
         client_id=re.sub(r"[^A-Za-z0-9._-]", "_", client_id),
         group_id=settings.kafka_group_id,
         group_instance_id=group_instance_id,

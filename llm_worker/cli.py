@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from llm_service import exit_codes
+from llm_service import __version__, exit_codes
 from llm_service.config import load_settings
 from llm_service.errors import ConfigError
 from llm_service.logs import configure_logging
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-worker", description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", type=Path, help="settings file (default: ./.env when present)")
     parser.add_argument("--slot", type=int, help="stable slot number: enables static group membership")
+    parser.add_argument("--version", action="version", version=f"llm-worker {__version__}")
     return parser
 
 

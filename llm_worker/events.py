@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from kafka import KafkaProducer
 
 from llm_service import log_lines
+from llm_service.clients import kafka_options
 from llm_service.config import Settings
 from llm_service.errors import TaskError
 from llm_service.logs import iso_timestamp
@@ -56,7 +57,7 @@ class Source:
 def make_producer(settings: Settings, *, client_id: str) -> KafkaProducer:
     """The worker's producer: idempotent, acks=all (the kafka-python 3.0 defaults, spelled out)."""
     return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        **kafka_options(settings),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",

@@ -15,6 +15,7 @@ import logging
 from kafka.admin import KafkaAdminClient, MemberToRemove
 from kafka.errors import KafkaError
 
+from llm_service.clients import kafka_options
 from llm_service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def leave_group(settings: Settings, group_instance_id: str) -> None:
     """Remove this static member from the group; a failure only means the session timeout applies."""
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+            **kafka_options(settings),
             client_id=f"{group_instance_id}-leave",
             request_timeout_ms=ADMIN_TIMEOUT_MS,
         )

@@ -22,6 +22,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error, ServerError
 
+from llm_service.clients import minio_client
 from llm_service.config import Settings
 from llm_service.errors import PermanentTaskError, TaskError, TransientTaskError
 from llm_worker import error_codes as codes
@@ -31,28 +32,14 @@ log = logging.getLogger(__name__)
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject"})
 _TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 30.0
 READ_CHUNK_BYTES = 256 * 1024
 # Result objects and final-status markers are the service's own and small; a bigger one is not ours.
 MAX_JSON_OBJECT_BYTES = 64 * 1024 * 1024
 
 
 def make_client(settings: Settings, *, pool_size: int) -> Minio:
-    """A minio client with bounded timeouts and a pool big enough for every task thread."""
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
-        maxsize=pool_size,
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
-    )
-    return Minio(
-        settings.minio_endpoint,
-        access_key=settings.minio_access_key or None,
-        secret_key=settings.minio_secret_key or None,
-        secure=settings.minio_secure,
-        region=settings.minio_region or None,
-        http_client=http,
-    )
+    """A minio client with bounded timeouts, TLS settings, and a pool big enough for every task thread."""
+    return minio_client(settings, pool_size=pool_size)
 
 
 class Storage:

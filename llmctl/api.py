@@ -33,6 +33,7 @@ from kafka import KafkaProducer
 from minio import Minio
 from minio.error import S3Error
 
+from llm_service.clients import kafka_options, minio_client
 from llm_service.config import Settings
 from llmctl.watch import FinalStatus, StatusWatcher
 
@@ -177,7 +178,7 @@ class TaskClient:
     def _kafka(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(
-                bootstrap_servers=self._settings.kafka_bootstrap_servers.split(","),
+                **kafka_options(self._settings),
                 client_id="llmctl",
                 max_request_size=self._settings.kafka_max_request_bytes,
                 linger_ms=5,
@@ -186,12 +187,5 @@ class TaskClient:
 
     def _minio(self) -> Minio:
         if self._s3 is None:
-            s = self._settings
-            self._s3 = Minio(
-                s.minio_endpoint,
-                access_key=s.minio_access_key or None,
-                secret_key=s.minio_secret_key or None,
-                secure=s.minio_secure,
-                region=s.minio_region or None,
-            )
+            self._s3 = minio_client(self._settings)
         return self._s3

@@ -17,6 +17,9 @@ from llmctl.common import env_file_option
 COMMAND_MODULES = (
     "llmctl.submit",  # submit, wait
     "llmctl.control",  # status, health, reload, scale, drain, resume
+    "llmctl.lag",  # lag
+    "llmctl.stats",  # stats
+    "llmctl.audit",  # audit
 )
 
 Handler = Callable[[argparse.Namespace], int]

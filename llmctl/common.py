@@ -1,19 +1,24 @@
-"""What every ``llmctl`` command shares: the ``--env-file`` option and loading the settings."""
+"""What every ``llmctl`` command shares: ``--env-file``, ``--version``, loading the settings, ``--since``."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from pathlib import Path
 
+from llm_service import __version__
+from llm_service.clients import kafka_failure_hint
 from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
 
 CONFIG_ERROR = 2
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def env_file_option() -> argparse.ArgumentParser:
-    """A parent parser giving a subcommand ``--env-file`` (also accepted before the subcommand)."""
+    """A parent parser giving every subcommand ``--env-file`` and ``--version`` (also before it)."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--env-file",
@@ -21,6 +26,7 @@ def env_file_option() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="settings file (default: ./.env when present)",
     )
+    parent.add_argument("--version", action="version", version=f"llmctl {__version__}")
     return parent
 
 
@@ -31,3 +37,22 @@ def settings_from(args: argparse.Namespace) -> Settings | None:
     except ConfigError as exc:
         print(f"llmctl: config error: {exc}", file=sys.stderr)
         return None
+
+
+def duration_s(text: str) -> float:
+    """``7d``, ``24h``, ``30m``, ``90s``, ``2w`` (or plain seconds) as seconds; argparse's type."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 7d, 24h, 30m, 90s")
+    return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+
+
+def since_ms(seconds: float, *, now: float | None = None) -> int:
+    """The wall time ``seconds`` ago, in Kafka's milliseconds."""
+    return int(((time.time() if now is None else now) - seconds) * 1000)
+
+
+def describe(settings: Settings, exc: BaseException) -> str:
+    """A Kafka error as one line, with the SASL hint when it applies."""
+    hint = kafka_failure_hint(settings, exc)
+    return f"{type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}"

@@ -33,9 +33,13 @@ _COLUMNS = (
     ("CPU%", "cpu_percent"),
     ("RSS_MB", "rss_mb"),
     ("HEARTBEAT_S", "heartbeat_age_s"),
+    ("AVG_MS", "avg_processing_ms"),
     ("KAFKA", "kafka"),
+    ("S3", "s3"),
+    ("GIGACHAT", "gigachat"),
     ("BREAKER", "breaker"),
 )
+_CONNECTIONS = ("kafka", "s3", "gigachat")
 
 
 class Unreachable(Exception):  # noqa: N818 - an outcome of the command, reported as exit code 2
@@ -47,23 +51,26 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     socket_opt.add_argument("--socket", help="status socket (default: SUPERVISOR_SOCKET)")
     both = [*parents, socket_opt]
     status = subparsers.add_parser("status", parents=both, help="the supervisor's table of workers")
-    status.add_argument(
-        "--json", action="store_true", help="print the raw JSON reply (default when not a TTY)"
-    )
+    form = status.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the raw JSON reply (default when not a TTY)")
+    form.add_argument("--table", action="store_true", help="print the table also when not a TTY")
     status.set_defaults(handler=cmd_status)
     subparsers.add_parser(
         "health", parents=both, help="one line; exit 0 ok, 1 degraded, 2 failing"
     ).set_defaults(handler=cmd_health)
-    subparsers.add_parser("reload", parents=both, help="re-read the config (as SIGHUP)").set_defaults(
+    json_opt = argparse.ArgumentParser(add_help=False)
+    json_opt.add_argument("--json", action="store_true", help="print the JSON reply instead of one line")
+    simple = [*both, json_opt]
+    subparsers.add_parser("reload", parents=simple, help="re-read the config (as SIGHUP)").set_defaults(
         handler=lambda a: cmd_simple(a, "reload")
     )
-    scale = subparsers.add_parser("scale", parents=both, help="set the number of worker processes")
+    scale = subparsers.add_parser("scale", parents=simple, help="set the number of worker processes")
     scale.add_argument("n", type=int, help="worker processes wanted")
     scale.set_defaults(handler=lambda a: cmd_simple(a, "scale", n=a.n))
-    subparsers.add_parser("drain", parents=both, help="stop taking new tasks").set_defaults(
+    subparsers.add_parser("drain", parents=simple, help="stop taking new tasks").set_defaults(
         handler=lambda a: cmd_simple(a, "drain")
     )
-    subparsers.add_parser("resume", parents=both, help="take new tasks again").set_defaults(
+    subparsers.add_parser("resume", parents=simple, help="take new tasks again").set_defaults(
         handler=lambda a: cmd_simple(a, "resume")
     )
 
@@ -117,15 +124,31 @@ def cmd_simple(args: argparse.Namespace, cmd: str, **extra: Any) -> int:
     reply = _ask(args, cmd, **extra)
     if reply is None:
         return UNREACHABLE
-    print(json.dumps(reply))
+    print(json.dumps(reply) if args.json else human_line(cmd, reply))
     return 0 if reply.get("ok") else 1
+
+
+def human_line(cmd: str, reply: dict[str, Any]) -> str:
+    """One line an operator reads after reload, scale, drain or resume."""
+    if not reply.get("ok"):
+        return f"{cmd} refused: {reply.get('error', 'no reason given')}"
+    if cmd == "reload":
+        changed = reply.get("changed") or []
+        if not changed:
+            return "reloaded: no setting changed"
+        how = "; replacing workers one at a time" if reply.get("rolling_restart") else ""
+        return f"reloaded: {', '.join(changed)} changed{how}"
+    if cmd == "scale":
+        return f"scaled: {reply.get('workers')} workers wanted"
+    paused = reply.get("intake_paused")
+    return "intake paused: no new tasks taken" if paused else "intake resumed: taking new tasks"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     reply = _ask(args, "status")
     if reply is None:
         return UNREACHABLE
-    if args.json or not sys.stdout.isatty():
+    if args.json or not (args.table or sys.stdout.isatty()):
         print(json.dumps(reply, indent=2))
     else:
         print(render_table(reply))
@@ -142,6 +165,12 @@ def render_table(reply: dict[str, Any]) -> str:
         f" ({'of the cgroup limit' if system.get('limits_source') == 'cgroup' else 'own share of the host'})"
         f"   disk free {system.get('disk_free_mb')} MiB   intake {intake}   lag {sup.get('consumer_lag_s')}s",
     ]
+    totals = reply.get("totals", {})
+    lines.append(
+        f"tasks since start: done {totals.get('done')}   failed {totals.get('failed')}"
+        f"   in flight {totals.get('in_flight')}   avg {totals.get('avg_processing_ms')} ms"
+        f"   tokens {totals.get('tokens_used')}"
+    )
     lines += [f"  {a['level'].upper()}: {a['name']}: {a['message']}" for a in reply.get("alerts", [])]
     rows = [[_cell(w, key) for _, key in _COLUMNS] for w in reply.get("workers", [])]
     widths = [
@@ -156,5 +185,5 @@ def render_table(reply: dict[str, Any]) -> str:
 
 
 def _cell(worker: dict[str, Any], key: str) -> str:
-    value = worker.get("conn", {}).get("kafka") if key == "kafka" else worker.get(key)
+    value = worker.get("conn", {}).get(key) if key in _CONNECTIONS else worker.get(key)
     return "-" if value is None else str(value)

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer
 from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
+from llm_service.clients import kafka_options
 from llm_service.config import Settings
 from llm_service.task_status import TaskStatus
 
@@ -79,7 +80,7 @@ class StatusWatcher:
         ``since_ms`` None: from the current end (call before sending); else from that wall time.
         """
         consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+            **kafka_options(settings),
             group_id=None,
             enable_auto_commit=False,
             client_id="llmctl-watch",

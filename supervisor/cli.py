@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import cast
 
-from llm_service import exit_codes
+from llm_service import __version__, exit_codes
 from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
 from llm_service.logs import configure_logging
@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="read settings from this .env file (default: ./.env when present)",
     )
+    parser.add_argument("--version", action="version", version=f"llm-supervisor {__version__}")
     # Not for operators: the test suite runs the supervisor machinery with a fake worker.
     parser.add_argument("--worker-entry", default=DEFAULT_ENTRY, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -51,22 +51,13 @@ class LagMonitor:
         self._start(settings, now)
 
     def _start(self, settings: Settings, now: float) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "supervisor.lag_probe",
-            "--bootstrap",
-            settings.kafka_bootstrap_servers,
-            "--group",
-            settings.kafka_group_id,
-            "--topic",
-            settings.kafka_tasks_topic,
-            "--timeout",
-            str(self._timeout_s / 2),
-        ]
+        args = [sys.executable, "-m", "supervisor.lag_probe", "--timeout", str(self._timeout_s / 2)]
+        # The settings go through the environment (not argv, which `ps` shows): SASL password included.
+        env = {**os.environ, **settings.as_environ()}
         try:
             self._proc = subprocess.Popen(
                 args,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

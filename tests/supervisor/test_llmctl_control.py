@@ -20,7 +20,8 @@ def test_table_has_a_row_per_worker_with_the_contract_columns(tmp_path: Path) ->
     lines = text.splitlines()
     assert lines[0].startswith("health: ok   workers: 2/2")
     assert "(own share of the host)" in lines[0]  # which CPU/RAM the limits judge (no cgroup limit here)
-    assert lines[1].split() == [
+    assert lines[1].startswith("tasks since start: done 0   failed 0   in flight 1   avg 0.0 ms")
+    assert lines[2].split() == [
         "SLOT",
         "PID",
         "STATE",
@@ -32,8 +33,11 @@ def test_table_has_a_row_per_worker_with_the_contract_columns(tmp_path: Path) ->
         "CPU%",
         "RSS_MB",
         "HEARTBEAT_S",
+        "AVG_MS",
         "KAFKA",
+        "S3",
+        "GIGACHAT",
         "BREAKER",
     ]
-    assert [line.split()[2] for line in lines[2:4]] == ["RUNNING", "RUNNING"]
-    assert "a-1  RECEIVED" in lines[4]
+    assert [line.split()[2] for line in lines[3:5]] == ["RUNNING", "RUNNING"]
+    assert "a-1  RECEIVED" in lines[5]

@@ -7,6 +7,7 @@ the systemd notify sequence.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -186,14 +187,22 @@ def test_llmctl_status_health_scale_drain(start: Start) -> None:
     assert status.returncode == 0 and '"heartbeat_age_s"' in status.stdout
     health = llmctl(sup, "health")
     assert (health.returncode, health.stdout.strip()) == (0, "ok")
-    assert llmctl(sup, "scale", "3").returncode == 0
+    table = llmctl(sup, "status", "--table")  # stdout is a pipe here: the table only because asked
+    assert table.returncode == 0 and table.stdout.startswith("health: ok") and "HEARTBEAT_S" in table.stdout
+    scaled = llmctl(sup, "scale", "3")
+    assert (scaled.returncode, scaled.stdout) == (0, "scaled: 3 workers wanted\n")
     sup.running(3)
-    assert llmctl(sup, "drain").returncode == 0
+    drained = llmctl(sup, "drain")
+    assert (drained.returncode, drained.stdout) == (0, "intake paused: no new tasks taken\n")
     wait_until(lambda: llmctl(sup, "health").returncode == 1, timeout=5, what="health degraded")
     assert all(w["control"]["intake_paused"] for w in sup.workers())
-    assert llmctl(sup, "resume").returncode == 0
+    resumed = llmctl(sup, "resume", "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"ok": True, "intake_paused": False}
     wait_until(lambda: llmctl(sup, "health").returncode == 0, timeout=5, what="health ok")
-    assert llmctl(sup, "scale", "99").returncode == 1
+    refused = llmctl(sup, "scale", "99")
+    assert refused.returncode == 1 and refused.stdout.startswith("scale refused: ")
+    reloaded = llmctl(sup, "reload")
+    assert (reloaded.returncode, reloaded.stdout) == (0, "reloaded: no setting changed\n")
 
 
 def test_llmctl_health_failing_and_unreachable(start: Start, tmp_path: Path) -> None:

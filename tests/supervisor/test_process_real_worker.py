@@ -200,23 +200,12 @@ def test_llmctl_status_lists_every_worker_with_the_contract_fields(start_real: S
 
 
 def test_lag_probe_reports_the_age_of_the_oldest_unprocessed_task(
-    stack: Stack, names: Names, producer: KafkaProducer
+    service_env: dict[str, str], names: Names, producer: KafkaProducer
 ) -> None:
     submit(producer, names, "lag", 3)
     probe = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "supervisor.lag_probe",
-            "--bootstrap",
-            stack.kafka_bootstrap,
-            "--group",
-            names.group,
-            "--topic",
-            names.tasks,
-            "--timeout",
-            "10",
-        ],
+        [sys.executable, "-m", "supervisor.lag_probe", "--timeout", "10"],
+        env={**service_env, **names.env()},
         capture_output=True,
         text=True,
         timeout=60,
