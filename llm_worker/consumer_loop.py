@@ -7,8 +7,11 @@ heartbeat in the status table keeps beating while tasks run for minutes.
 
 Intake: while fewer tasks run than the capacity allows, the loop polls for at most as many records
 as there are free places; when full (or told to pause, or the model's circuit breaker is open) it
-pauses every assigned partition and keeps polling, so it stays in the group. Records that still
-arrive beyond capacity (a partition assigned mid-turn) wait in the backlog; nothing fetched is lost.
+pauses every assigned partition and keeps polling, so it stays in the group. A partition assigned
+by a rebalance starts paused (the listener pauses it before anything is fetched), so a paused worker
+stays paused across rebalances; the next turn resumes it if intake is open. Records that still
+arrive beyond capacity wait in the backlog; nothing fetched is lost, and nothing starts while the
+supervisor pauses intake.
 
 Stop: a graceful request stops intake, lets the tasks in flight finish (up to WORKER_DRAIN_TIMEOUT),
 commits and returns; a fast request (or the drain deadline) hands the unfinished tasks back
@@ -204,6 +207,8 @@ class ConsumerLoop:
                 self._inflight.take(partition, record.offset, record, now)
 
     def _start_tasks(self) -> None:
+        if self._status.control()[0]:
+            return  # intake paused by the supervisor: held records wait (a drain holds for them too)
         while self._inflight.running() < self._capacity():
             held = self._inflight.next_to_start()
             if held is None:
@@ -382,7 +387,11 @@ class ConsumerLoop:
         self._inflight.forget(partitions)
 
     def partitions_assigned(self, partitions: list[TopicPartition]) -> None:
-        """Nothing to prepare: offsets are tracked from the first record taken of each partition."""
+        """New partitions start paused, before anything is fetched from them (kafka-python assigns them
+        unpaused): a drained worker stays drained across a rebalance, and a worker that is full takes
+        nothing more. The consumer thread's next turn resumes them when intake is open. Offsets are
+        tracked from the first record taken of each partition."""
+        self._consumer.pause(*partitions)  # the consumer thread is blocked in poll while this runs
 
     def _note(self, verdict: Verdict) -> None:
         if verdict is Verdict.STUCK:
