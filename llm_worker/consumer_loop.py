@@ -199,6 +199,8 @@ class ConsumerLoop:
         finally:
             self._join_guard.keep_awaited()  # a join this poll started and gave up waiting for
         self._status.update(conn_kafka=Conn.UP)
+        if not records and self._join_guard.under_way():
+            self._join()  # at once: a join that finished in between would be lost to another round
         return records
 
     def _join(self) -> None:
@@ -365,6 +367,8 @@ class ConsumerLoop:
             return
         finally:
             self._join_guard.keep_awaited()
+        if not records and self._join_guard.under_way():
+            self._join()
         if records:
             self._take(records)  # held, never started: stays uncommitted for the next owner
             self._inflight.drop_backlog(records)
