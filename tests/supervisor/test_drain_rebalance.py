@@ -1,18 +1,23 @@
 """`llmctl drain` holds across a rebalance (real ``llm-supervisor``, real worker, real stack).
 
 Partitions that reach a worker while intake is paused must start paused: the worker that a scale-up
-adds, and the partitions it takes over, deliver nothing until `resume`. Before the fix the new
+adds, and a worker restarted (kill -9) while drained, deliver nothing until `resume`. Before the fix the new
 worker fetched from its fresh partitions in the very poll that completed the join and started as
 many tasks as it had places.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+from typing import Any
+
 import pytest
 from kafka import KafkaProducer
 
 from devstack.stack import Stack
 from tests.supervisor.conftest import StartSupervisor
+from tests.supervisor.harness import Supervisor
 from tests.supervisor.test_process_real_worker import assert_all_completed, submit
 from tests.waiting import wait_until
 from tests.worker.harness import EmulatorControl, Names, StatusLog
@@ -46,6 +51,23 @@ def group_settled(stack: Stack, group: str, members: int) -> bool:
     return len(owned) == members and all(n.isdigit() and int(n) > 0 for n in owned)
 
 
+def both_paused(sup: Supervisor) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = wait_until(
+        lambda: (rows := sup.workers()) and [w.get("worker_state") for w in rows] == ["PAUSED"] * 2 and rows,
+        timeout=60,
+        what="both workers PAUSED",
+    )
+    return rows
+
+
+def assert_nothing_started(sup: Supervisor, status_log: StatusLog) -> None:
+    status_log.read(1.0)
+    started = sorted({e["task_id"] for e in status_log.events()})
+    assert started == [], f"{len(started)} tasks started while drained: {started[:5]}"
+    assert "Processing task" not in sup.log_text()
+    assert all(w["in_flight"] == 0 for w in sup.workers())
+
+
 def test_partitions_assigned_while_drained_start_paused(
     *,
     start_real: StartSupervisor,
@@ -70,21 +92,22 @@ def test_partitions_assigned_while_drained_start_paused(
     ids = submit(producer, names, "drained", 30)
 
     assert sup.ask("scale", n=2)["ok"]
-    # State, not time: the broker has given the new worker its partitions and the group is stable,
-    # and both workers have reported PAUSED since. A delivery from a fresh partition would have
-    # happened in the poll that completed the join, long before this.
+    # State, not time: the new worker logged its partitions, the broker shows a Stable group with
+    # both members owning partitions, and both workers have reported PAUSED since. Before the fix a
+    # fresh partition delivered in the very poll that completed the join, long before all this.
+    assigned = "llm-worker[1] - INFO - Partitions assigned"
+    wait_until(lambda: assigned in sup.log_text(), timeout=90, what="worker 1 assigned partitions")
     wait_until(lambda: group_settled(stack, names.group, 2), timeout=90, what="two members own partitions")
-    rows = wait_until(
-        lambda: (rows := sup.workers()) and [w.get("worker_state") for w in rows] == ["PAUSED"] * 2 and rows,
-        timeout=30,
-        what="both workers PAUSED",
-    )
+    rows = both_paused(sup)
     assert rows[0]["pid"] == first["pid"]
-    status_log.read(1.0)
-    started = sorted({e["task_id"] for e in status_log.events()})
-    assert started == [], f"{len(started)} tasks started while drained: {started[:5]}"
-    assert "Processing task" not in sup.log_text()
-    assert all(w["in_flight"] == 0 for w in rows)
+    assert_nothing_started(sup, status_log)
+
+    # A worker restarted while drained (kill -9; its slot takes its partitions back) starts paused too.
+    os.kill(rows[1]["pid"], signal.SIGKILL)
+    wait_until(lambda: sup.log_text().count(assigned) == 2, timeout=90, what="the new worker 1 assigned")
+    wait_until(lambda: group_settled(stack, names.group, 2), timeout=90, what="two members own partitions")
+    assert both_paused(sup)[1]["pid"] != rows[1]["pid"]
+    assert_nothing_started(sup, status_log)
 
     assert sup.ask("resume")["intake_paused"] is False
     assert_all_completed(status_log, ids)
