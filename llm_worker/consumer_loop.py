@@ -2,13 +2,20 @@
 
 It polls, pauses, resumes and commits; nothing else touches the consumer (it is not thread-safe).
 Task threads run the pipeline and hand completions back through :class:`InFlight`. Each loop turn
-is short (a poll of at most ``poll_timeout_s`` or a wait of at most ``PAUSED_WAIT_S``), so the
-heartbeat in the status table keeps beating while tasks run for minutes.
+is short (a poll of at most ``poll_timeout_s`` or a wait of at most ``PAUSED_WAIT_S``; while a
+rebalance is under way, a wait for the join of at most ``REBALANCE_WAIT_MS``), so the heartbeat in
+the status table keeps beating while tasks run for minutes.
 
 Intake: while fewer tasks run than the capacity allows, the loop polls for at most as many records
 as there are free places; when full (or told to pause, or the model's circuit breaker is open) it
-pauses every assigned partition and keeps polling, so it stays in the group. Records that still
-arrive beyond capacity (a partition assigned mid-turn) wait in the backlog; nothing fetched is lost.
+pauses every assigned partition and keeps polling, so it stays in the group. A partition assigned
+by a rebalance starts paused (the listener pauses it before anything is fetched), so a paused worker
+stays paused across rebalances; the next turn resumes it if intake is open. Records that still
+arrive beyond capacity wait in the backlog; nothing fetched is lost, and nothing starts while the
+supervisor pauses intake.
+
+Rebalances: while one is under way the loop never waits outside kafka-python (a join result that
+arrives while nobody awaits it is lost, llm_worker/join_guard.py); it waits in the library's join.
 
 Stop: a graceful request stops intake, lets the tasks in flight finish (up to WORKER_DRAIN_TIMEOUT),
 commits and returns; a fast request (or the drain deadline) hands the unfinished tasks back
@@ -34,7 +41,7 @@ from llm_service import exit_codes
 from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
-from llm_worker.join_guard import REBALANCE_POLL_MS, JoinGuard
+from llm_worker.join_guard import JoinGuard
 from llm_worker.pipeline import Outcome, Record, TaskContext, TaskPipeline
 from llm_worker.rebalance import RebalanceListener, loop_sleep
 
@@ -42,6 +49,10 @@ log = logging.getLogger(__name__)
 
 PAUSED_WAIT_S = 0.25  # longest wait for a completion while every partition is paused
 PAUSED_POLL_EVERY_S = 0.5  # still poll this often while paused: rejoins happen inside poll
+PAUSED_POLL_MS = 10  # that poll's timeout: fetches nothing while paused, only keeps the membership
+# Longest wait inside kafka-python for a join to complete (it returns as soon as it has): the status
+# heartbeat pauses meanwhile, so this stays far below WORKER_HEARTBEAT_TIMEOUT.
+REBALANCE_WAIT_MS = 5000
 HAND_BACK_GRACE_S = 3.0  # after the drain deadline: time for tasks to notice and hand back
 REVOKE_STEP_S = 0.1
 CLOSE_COMMIT_TIMEOUT_MS = 10_000
@@ -166,13 +177,16 @@ class ConsumerLoop:
         return blocked
 
     def _poll(self, paused: bool) -> dict[TopicPartition, list[ConsumerRecord]]:
-        rebalancing = self._join_guard.rebalancing()
+        if self._join_guard.under_way():
+            self._join()  # and nothing else: the next turn applies what the rebalance changed
+            return {}
         if paused:
+            # Safe to wait out here: no join is in flight, and kafka-python starts one only inside poll.
             self._inflight.wait_completion(PAUSED_WAIT_S)
-            if not rebalancing and self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
+            if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
                 return {}
         free = self._capacity() - self._inflight.running() - self._inflight.backlog()
-        timeout_ms = self._poll_timeout_ms(paused, rebalancing)
+        timeout_ms = PAUSED_POLL_MS if paused else int(self._config.poll_timeout_s * 1000)
         self._last_poll = self._clock()
         try:
             records: dict[TopicPartition, list[ConsumerRecord]] = self._consumer.poll(
@@ -184,14 +198,23 @@ class ConsumerLoop:
             self._kafka_error("poll", exc)
             return {}
         finally:
-            self._join_guard.after_poll()
+            self._join_guard.keep_awaited()  # a join this poll started and gave up waiting for
         self._status.update(conn_kafka=Conn.UP)
+        if not records and self._join_guard.under_way():
+            self._join()  # at once: a join that finished in between would be lost to another round
         return records
 
-    def _poll_timeout_ms(self, paused: bool, rebalancing: bool) -> int:
-        """Short polls while paused, but long enough for a join to finish while one is under way."""
-        timeout_ms = 10 if paused else int(self._config.poll_timeout_s * 1000)
-        return max(timeout_ms, REBALANCE_POLL_MS) if rebalancing else timeout_ms
+    def _join(self) -> None:
+        """Wait inside kafka-python for the rebalance under way (returns as soon as it is applied)."""
+        self._last_poll = self._clock()
+        try:
+            self._join_guard.wait(REBALANCE_WAIT_MS)
+        except FencedInstanceIdError:
+            raise
+        except KafkaError as exc:
+            self._kafka_error("poll", exc)
+            return
+        self._status.update(conn_kafka=Conn.UP)
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if not records:
@@ -205,6 +228,8 @@ class ConsumerLoop:
                 self._inflight.take(partition, record.offset, record, now)
 
     def _start_tasks(self) -> None:
+        if self._status.control()[0]:
+            return  # intake paused by the supervisor: held records wait (a drain holds for them too)
         while self._inflight.running() < self._capacity():
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
@@ -312,7 +337,8 @@ class ConsumerLoop:
         deadline = self._clock() + self._config.drain_timeout_s
         while self._inflight.running() > 0 and self._clock() < deadline and not self._stop.fast:
             self._status.heartbeat()
-            self._inflight.wait_completion(PAUSED_WAIT_S)
+            if not self._join_guard.under_way():  # else _keep_membership waits in the join instead
+                self._inflight.wait_completion(PAUSED_WAIT_S)
             self._inflight.collect()
             self._commit()
             self._keep_membership()
@@ -342,21 +368,24 @@ class ConsumerLoop:
 
     def _keep_membership(self) -> None:
         """Poll now and then while draining: a rebalance can only complete inside poll."""
+        if self._join_guard.under_way():
+            self._join()  # partitions it assigns start paused (partitions_assigned)
+            return
         if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
             return
-        self._pause_all()  # partitions assigned during the drain must not deliver either
+        self._pause_all()
         self._last_poll = self._clock()
         try:
-            records = self._consumer.poll(
-                timeout_ms=self._poll_timeout_ms(True, self._join_guard.rebalancing()), max_records=1
-            )
+            records = self._consumer.poll(timeout_ms=PAUSED_POLL_MS, max_records=1)
         except FencedInstanceIdError:
             raise
         except KafkaError as exc:
             self._kafka_error("poll", exc)
             return
         finally:
-            self._join_guard.after_poll()
+            self._join_guard.keep_awaited()
+        if not records and self._join_guard.under_way():
+            self._join()
         if records:
             self._take(records)  # held, never started: stays uncommitted for the next owner
             self._inflight.drop_backlog(records)
@@ -399,7 +428,11 @@ class ConsumerLoop:
         self._inflight.forget(partitions)
 
     def partitions_assigned(self, partitions: list[TopicPartition]) -> None:
-        """Nothing to prepare: offsets are tracked from the first record taken of each partition."""
+        """New partitions start paused, before anything is fetched from them (kafka-python assigns them
+        unpaused): a drained worker stays drained across a rebalance, and a worker that is full takes
+        nothing more. The consumer thread's next turn resumes them when intake is open. Offsets are
+        tracked from the first record taken of each partition."""
+        self._consumer.pause(*partitions)  # the consumer thread is blocked in poll while this runs
 
     def _note(self, verdict: Verdict) -> None:
         if verdict is Verdict.STUCK:

@@ -1,20 +1,24 @@
-"""A guard against a kafka-python 3.0.12 bug that leaves a finished rebalance unapplied.
+"""Rebalances that kafka-python 3.0.12 would leave unapplied: wait for a join inside the library.
 
 ``BaseCoordinator.join_group_async`` runs the JoinGroup → SyncGroup round trip as a task on the IO
-loop and awaits it with the caller's ``poll`` timeout. When the timeout expires first, the task goes
-on alone; only the awaiting coroutine applies its result (state STABLE, heartbeats on again,
-``_on_join_complete_async``: the new assignment and the rebalance listener). The next ``poll``
-re-enters ``join_group_async`` only if ``need_rejoin()`` is still true. When the rejoin was requested
-because the leader's metadata snapshot changed (the usual case for the first member of a fresh group:
-it assigned before it knew the topic's partitions), ``_perform_assignment`` inside that very task
-clears the reason, so nobody ever applies the result: the member stays REBALANCING with heartbeats
-off, keeps fetching its old partitions, every commit fails with RebalanceInProgressError, and the
-broker expels it after the session timeout (docs/worker.md, "Rebalances").
+loop and awaits it with the caller's ``poll`` timeout. Only that awaiting coroutine applies the
+result (state STABLE, heartbeats on, ``_on_join_complete_async``: the new assignment and our
+rebalance listener). If the timeout wins, the task goes on alone and two things can lose its result:
 
-The guard runs on the consumer thread right after each ``poll``: if the join task is done but the
-member is still REBALANCING, the result is orphaned, so it requests a rejoin; the next ``poll`` then
-joins again (a fresh JoinGroup) and applies that round. It also tells the loop when a rebalance is
-under way, so the loop polls long enough for a join to finish while it waits (``REBALANCE_POLL_MS``).
+* the next ``poll`` re-awaits an in-flight task only while ``need_rejoin()`` holds, and a leader's
+  reason to rejoin (its metadata snapshot changed) is cleared by ``_perform_assignment`` inside that
+  very task. Nobody ever applies the result: the member stays REBALANCING with heartbeats off, cannot
+  commit, and the broker expels it after the session timeout;
+* a task that finished while nobody awaited it is replaced by a fresh JoinGroup on the next entry,
+  and a leader's fresh JoinGroup rebalances the whole group again.
+
+So the consumer loop never waits outside kafka-python while a rebalance is under way
+(:meth:`JoinGuard.under_way`); it waits in the library's own join (:meth:`JoinGuard.wait`), which
+returns as soon as the result is applied. A join can still outlast that wait (the broker holds
+JoinGroup until every member has rejoined); then :meth:`JoinGuard.keep_awaited` keeps
+``need_rejoin()`` true, so the next wait re-awaits the same task instead of dropping it. What is
+left is a task finishing in the microseconds between two waits: kafka-python then joins once more
+(logged), which costs one more round but never leaves the member stuck.
 
 Uses private kafka-python API (``_coordinator``, ``_join_task``): kafka-python is pinned to
 >=3.0.12,<3.1 in setup.cfg.
@@ -29,39 +33,59 @@ from kafka.structs import MemberState
 
 log = logging.getLogger(__name__)
 
-REBALANCE_POLL_MS = 500  # poll timeout while a rebalance is under way (instead of 10 ms while paused)
-
 
 class JoinGuard:
     """Watches the consumer's group coordinator; created and used on the consumer thread only."""
 
     def __init__(self, consumer: Any) -> None:
         self._consumer = consumer
-        self.rejoins = 0  # orphaned join results found (and rejoined)
+        self.rejoins = 0  # join results that finished unawaited, so kafka-python joined again
 
     def _coordinator(self) -> Any:
         return getattr(self._consumer, "_coordinator", None)
 
-    def rebalancing(self) -> bool:
-        """True while the member is joining or must join: poll long enough for the join to finish."""
+    def under_way(self) -> bool:
+        """True while this member must join or a join is in flight: wait in :meth:`wait`, nowhere else."""
         coordinator = self._coordinator()
         if coordinator is None:
             return False
-        return bool(coordinator.state is not MemberState.STABLE or coordinator.need_rejoin())
+        # Exactly what ensure_active_group waits for, so a wait never returns at once and spins the loop.
+        return bool(coordinator.need_rejoin() or _unapplied(coordinator) is not None)
 
-    def after_poll(self) -> bool:
-        """Call right after ``poll`` returned; returns True if an orphaned join result was found."""
+    def wait(self, timeout_ms: int) -> bool:
+        """Wait inside kafka-python until the rebalance is applied or ``timeout_ms`` passed; True if joined.
+
+        Raises what ``KafkaConsumer.poll`` would raise for a failed join (FencedInstanceIdError, ...).
+        """
         coordinator = self._coordinator()
         if coordinator is None:
-            return False
-        task = getattr(coordinator, "_join_task", None)
-        if task is None or not task.is_done or coordinator.state is not MemberState.REBALANCING:
-            return False
-        # poll has returned, so no join_group_async awaits this task any more: its result is lost.
-        self.rejoins += 1
-        log.warning(
-            "The Kafka client finished a rebalance after poll gave up waiting and never applied it "
-            "(kafka-python join_group_async); rejoining the group"
-        )
+            return True
+        self.keep_awaited()
+        joined = bool(coordinator.ensure_active_group(timeout_ms=timeout_ms))
+        self.keep_awaited()
+        return joined
+
+    def keep_awaited(self) -> None:
+        """Call whenever kafka-python has stopped waiting (after every ``poll``): no join is dropped."""
+        coordinator = self._coordinator()
+        if coordinator is None:
+            return
+        task = _unapplied(coordinator)
+        if task is None:
+            return
+        if task.is_done:
+            self.rejoins += 1
+            log.info("A group join finished while the Kafka client was not waiting for it; joining again")
+        # kafka-python awaits an in-flight join (and starts a new one after a finished one) only
+        # while need_rejoin() holds; the flag is cleared when a join result is applied.
         coordinator.request_rejoin()
-        return True
+
+
+def _unapplied(coordinator: Any) -> Any:
+    """The coordinator's join task if its result is not applied yet (in flight, or finished unawaited)."""
+    task = getattr(coordinator, "_join_task", None)
+    if task is None:
+        return None
+    if not task.is_done or coordinator.state is MemberState.REBALANCING:
+        return task
+    return None

@@ -3,7 +3,8 @@
 kafka-python 3.0 calls listeners on its IO event loop thread (not asyncio), the loop that also
 sends heartbeats. A blocking listener would stop heartbeats, so this one is an
 AsyncConsumerRebalanceListener and pauses with the loop's own sleep. It runs while the consumer
-thread is blocked inside ``poll`` (a rebalance completes there) or inside ``close``.
+thread is blocked inside ``poll`` or the join wait of llm_worker/join_guard.py (a rebalance completes
+there) or inside ``close``, so it may call the consumer (pause) without racing that thread.
 """
 
 from __future__ import annotations

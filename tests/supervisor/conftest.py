@@ -59,6 +59,8 @@ def start_real(service_env: dict[str, str], names: Names, tmp_path: Path) -> Ite
             WORKER_HEARTBEAT_TIMEOUT="30",
             SUPERVISOR_STOP_MARGIN_S="5",
             LIMIT_DISK_FREE_MB="1",
+            # The test machine's own load must not shed load (pause intake) under these tests.
+            **{f"{kind}_{what}_PERCENT": "100" for kind in ("LIMIT", "ALERT") for what in ("CPU", "RAM")},
         )
         env.update(overrides)
         sup = Supervisor(
