@@ -280,7 +280,7 @@ class Settings:
     log_level: str = setting(
         "INFO", "Log level", check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     )
-    log_file: str = setting("", "Also write logs to this file (reopened on SIGUSR1); empty: stderr only")
+    log_file: str = setting("", "Also write logs to this file (reopened on SIGUSR1); empty: stdout only")
 
     def allowed_input_buckets(self) -> frozenset[str]:
         return frozenset(self.minio_allowed_input_buckets or (self.minio_input_bucket,))
