@@ -1,8 +1,9 @@
-"""What every ``llmctl`` command shares: the ``--env-file`` option and loading the settings."""
+"""What every ``llmctl`` command shares: ``--env-file``, loading the settings, finding the socket."""
 
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
 
 CONFIG_ERROR = 2
+
+# Where the systemd unit's supervisor listens (RuntimeDirectory=llm-service in
+# deploy/systemd/llm-service.service). An operator's shell has no RUNTIME_DIRECTORY, so without this
+# llmctl would look for the /tmp default and miss the service.
+SYSTEMD_SOCKET = Path("/run/llm-service/llm-supervisor.sock")
+TMP_DEFAULT_SOCKET = "/tmp/llm-supervisor.sock"
 
 
 def env_file_option() -> argparse.ArgumentParser:
@@ -31,3 +38,19 @@ def settings_from(args: argparse.Namespace) -> Settings | None:
     except ConfigError as exc:
         print(f"llmctl: config error: {exc}", file=sys.stderr)
         return None
+
+
+def discover_socket(configured: str, *, systemd_socket: Path | None = None) -> str:
+    """The status socket to use: the systemd unit's when only the /tmp default was configured.
+
+    ``configured`` is SUPERVISOR_SOCKET as the settings resolved it; anything but the bare /tmp default
+    (an explicit SUPERVISOR_SOCKET, or one under $RUNTIME_DIRECTORY) is used as it is.
+    """
+    candidate = SYSTEMD_SOCKET if systemd_socket is None else systemd_socket
+    if configured != TMP_DEFAULT_SOCKET:
+        return configured
+    try:
+        is_socket = stat.S_ISSOCK(candidate.stat().st_mode)
+    except OSError:  # absent, or a directory we may not search: fall back to the default
+        return configured
+    return str(candidate) if is_socket else configured
