@@ -63,6 +63,7 @@ bench: provision
 lint: install
 	ruff check .
 	ruff format --check .
+	hadolint Dockerfile
 
 format: install
 	ruff format .
