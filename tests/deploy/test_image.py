@@ -100,6 +100,13 @@ def test_image_runs_the_service_and_stop_drains(
     send(producer, names.tasks, task_bytes("img-1", prompt="Say hi"), key=b"img-1")
     assert status_log.wait_finals(["img-1"], timeout=120)["img-1"][0]["status_name"] == "COMPLETED"
     wait_until(lambda: "Task img-1 completed:" in container.logs(), timeout=30, what="the completed line")
+    logs = container.logs()
+    for line in (
+        "Processing task img-1 with worker ",
+        "Task img-1 processed in ",
+        "Status 3 sent for task img-1",
+    ):
+        assert line in logs, f"{line!r} missing from podman logs"
 
     # A slow model call is in flight when the stop comes: the drain lets it finish.
     emulator.config(latency=8.0)
