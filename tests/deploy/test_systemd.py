@@ -55,7 +55,7 @@ def test_the_unit_is_hardened(tmp_path: Path) -> None:
 def test_the_unit_has_what_operations_rely_on() -> None:
     settings = dict(re.findall(r"^(\w+)=(.*)$", UNIT.read_text(), re.MULTILINE))
     assert settings["Type"] == "notify"
-    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert settings["ExecReload"] == "/opt/llm-service/bin/llmctl reload"
     assert settings["Restart"] == "on-failure"
     assert settings["RuntimeDirectory"] == "llm-service", (
         "llmctl looks in /run/llm-service/ (llmctl/common.py)"
