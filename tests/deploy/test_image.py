@@ -90,7 +90,9 @@ def test_image_runs_the_service_and_stop_drains(
 ) -> None:
     started = f"Worker started, listening to Kafka topic '{names.tasks}'..."
     wait_until(lambda: started in container.logs(), timeout=120, what="the worker's start line in logs")
-    assert "Supervisor ready: 1 worker(s) running" in container.logs()
+    wait_until(
+        lambda: "Supervisor ready: 1 worker(s) running" in container.logs(), timeout=60, what="the ready line"
+    )
 
     pid1 = container.exec("cat", "/proc/1/cmdline")[1]
     assert "llm-supervisor" in pid1, f"PID 1 is {pid1!r}"
