@@ -59,6 +59,6 @@ WORKDIR /var/lib/llm-service
 STOPSIGNAL SIGTERM
 # Healthy unless failing: `llmctl health` exits 0 ok, 1 degraded, 2 failing or unreachable, and
 # degraded (an alert, the service still working) must not make an orchestrator restart the container.
-HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=30s --start-period=60s --retries=3 \
     CMD ["/bin/sh", "-c", "llmctl health; [ $? -lt 2 ]"]
 ENTRYPOINT ["llm-supervisor"]

@@ -99,13 +99,13 @@ def test_image_runs_the_service_and_stop_drains(
     assert container.exec("id", "-u")[1].strip() == "10001"
     code, found = container.exec("sh", "-c", "command -v llm-devstack kafka-topics kafka-consumer-groups")
     assert code != 0 and not found.strip(), f"development tools in the image: {found}"
-    assert podman(container.env, "healthcheck", "run", container.name).returncode == 0
+    wait_until(lambda: _healthy(container), timeout=120, what="podman healthcheck run healthy")
     code, status = container.exec("llmctl", "status", "--json")
     assert code == 0 and json.loads(status)["health"] == "ok", status
     # Degraded (here: intake paused by llmctl drain) is still healthy for the container runtime.
     assert container.exec("llmctl", "drain")[0] == 0
     wait_until(lambda: container.exec("llmctl", "health")[0] == 1, timeout=60, what="health degraded")
-    assert podman(container.env, "healthcheck", "run", container.name).returncode == 0
+    wait_until(lambda: _healthy(container), timeout=120, what="podman healthcheck run healthy")
     assert container.exec("llmctl", "resume")[0] == 0
     wait_until(lambda: container.exec("llmctl", "health")[0] == 0, timeout=60, what="health ok again")
 
@@ -139,3 +139,8 @@ def test_image_runs_the_service_and_stop_drains(
 def _processing(status_log: StatusLog, task_id: str) -> bool:
     status_log.read()
     return any(e["task_id"] == task_id and e["status"] == 2 for e in status_log.events())
+
+
+def _healthy(container: Container) -> bool:
+    """One ``podman healthcheck run``; on a loaded machine the check itself may time out, so callers poll."""
+    return podman(container.env, "healthcheck", "run", container.name).returncode == 0
