@@ -7,10 +7,15 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: install run stop test check lint format typecheck stack-up stack-down stack-status provision bench clean
 
-$(VENV)/.installed: setup.cfg setup.py pyproject.toml
+# The service (editable, with its test and dev extras) and, from dev/, the development tools that a
+# production install never gets: llm-devstack, the emulator, the kafka-* wrappers (docs/deploy.md).
+# Two pip runs: upgrading a venv made before the split (whose llm-service owned those scripts) would
+# otherwise remove them again.
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e ./dev
 	touch $@
 
 install: $(VENV)/.installed
@@ -58,6 +63,7 @@ bench: provision
 lint: install
 	ruff check .
 	ruff format --check .
+	hadolint Dockerfile
 
 format: install
 	ruff format .

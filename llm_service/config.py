@@ -357,7 +357,7 @@ class Settings:
         "INFO", "Log level", check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     )
     log_file: str = setting(
-        "", "Also write logs to this file (reopened on SIGUSR1); empty: stderr only", check=log_file_path
+        "", "Also write logs to this file (reopened on SIGUSR1); empty: stdout only", check=log_file_path
     )
 
     @property

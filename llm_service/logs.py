@@ -4,6 +4,10 @@ Text: ``{version} - {logger} - {function} - {timestamp} - {service} - {level} - 
 ISO-8601 UTC timestamp without spaces, so that whitespace-splitting tools (awk, cut) see stable fields.
 JSON: the same fields as keys, through python-json-logger.
 
+Records go to stdout, where ``docker logs`` and journald look (LOG_FILE adds a file). The supervisor
+and its workers share that stdout: each record reaches it in one ``write(2)``, so lines of different
+processes never interleave mid-line (a pipe keeps writes up to PIPE_BUF, 4 KiB, whole).
+
 Called once per process, after fork in workers (handlers hold file descriptors and locks).
 """
 
@@ -11,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -86,6 +91,34 @@ class JsonLogFormatter(JsonFormatter):
         return iso_timestamp(record.created)
 
 
+class OneWriteHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that hands each record, newline included, to the OS in a single write.
+
+    The stream's own buffer is flushed first; a stream without a file descriptor (a test's StringIO)
+    gets the plain StreamHandler behaviour.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            super().emit(record)
+            return
+        try:
+            data = (self.format(record) + self.terminator).encode("utf-8", "backslashreplace")
+            self.stream.flush()
+            _write_all(fd, data)
+        except Exception:  # the logging module's door: a failing handler must not break the caller
+            self.handleError(record)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One write for the whole record; only a partial write (a full pipe, a signal) takes more."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonLogFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES)
@@ -95,9 +128,9 @@ def make_formatter(log_format: str) -> logging.Formatter:
 def configure_logging(
     *, service: str, log_format: str = "text", level: str = "INFO", log_file: str = ""
 ) -> None:
-    """Replace the root logger's handlers with one on stderr (and one on LOG_FILE when set)."""
+    """Replace the root logger's handlers with one on stdout (and one on LOG_FILE when set)."""
     root = logging.getLogger()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [OneWriteHandler(sys.stdout)]
     if log_file:
         # WatchedFileHandler notices logrotate's move; SIGUSR1 reopens explicitly (reopen_log_files).
         # Opened before the old handlers go: if it raises (a reload's bad LOG_FILE), logging is intact.

@@ -1,9 +1,11 @@
-"""What every ``llmctl`` command shares: ``--env-file``, ``--version``, loading the settings, ``--since``."""
+"""What every ``llmctl`` command shares: ``--env-file``, ``--version``, loading the settings, ``--since``,
+finding the socket."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,12 @@ from llm_service.errors import ConfigError
 
 CONFIG_ERROR = 2
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+# Where the systemd unit's supervisor listens (RuntimeDirectory=llm-service in
+# deploy/systemd/llm-service.service). An operator's shell has no RUNTIME_DIRECTORY, so without this
+# llmctl would look for the /tmp default and miss the service.
+SYSTEMD_SOCKET = Path("/run/llm-service/llm-supervisor.sock")
+TMP_DEFAULT_SOCKET = "/tmp/llm-supervisor.sock"
 
 
 def env_file_option() -> argparse.ArgumentParser:
@@ -56,3 +64,19 @@ def describe(settings: Settings, exc: BaseException) -> str:
     """A Kafka error as one line, with the SASL hint when it applies."""
     hint = kafka_failure_hint(settings, exc)
     return f"{type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}"
+
+
+def discover_socket(configured: str, *, systemd_socket: Path | None = None) -> str:
+    """The status socket to use: the systemd unit's when only the /tmp default was configured.
+
+    ``configured`` is SUPERVISOR_SOCKET as the settings resolved it; anything but the bare /tmp default
+    (an explicit SUPERVISOR_SOCKET, or one under $RUNTIME_DIRECTORY) is used as it is.
+    """
+    candidate = SYSTEMD_SOCKET if systemd_socket is None else systemd_socket
+    if configured != TMP_DEFAULT_SOCKET:
+        return configured
+    try:
+        is_socket = stat.S_ISSOCK(candidate.stat().st_mode)
+    except OSError:  # absent, or a directory we may not search: fall back to the default
+        return configured
+    return str(candidate) if is_socket else configured

@@ -1,7 +1,8 @@
 """``llmctl status|health|reload|scale N|drain|resume``: talk to a running supervisor over its socket.
 
 Runs in the operator's shell (or Docker's HEALTHCHECK). One request line, one reply line, over the
-Unix socket at SUPERVISOR_SOCKET (or ``--socket``); the supervisor does the work. Exit codes:
+Unix socket at SUPERVISOR_SOCKET (or ``--socket``; /run/llm-service/ of the systemd unit is tried
+before the /tmp default); the supervisor does the work. Exit codes:
 ``health`` gives 0 ok, 1 degraded, 2 failing or unreachable; the other commands 0 on success, 1 when
 the supervisor refused, 2 when it could not be reached.
 """
@@ -14,7 +15,7 @@ import socket
 import sys
 from typing import Any
 
-from llmctl.common import settings_from
+from llmctl.common import discover_socket, settings_from
 from supervisor.health import HEALTH_EXIT_CODES
 from supervisor.protocol import encode_request
 
@@ -48,7 +49,10 @@ class Unreachable(Exception):  # noqa: N818 - an outcome of the command, reporte
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     socket_opt = argparse.ArgumentParser(add_help=False)
-    socket_opt.add_argument("--socket", help="status socket (default: SUPERVISOR_SOCKET)")
+    socket_opt.add_argument(
+        "--socket",
+        help="status socket (default: SUPERVISOR_SOCKET; /run/llm-service/ before the /tmp default)",
+    )
     both = [*parents, socket_opt]
     status = subparsers.add_parser("status", parents=both, help="the supervisor's table of workers")
     form = status.add_mutually_exclusive_group()
@@ -95,7 +99,7 @@ def _socket_path(args: argparse.Namespace) -> str | None:
     if args.socket:
         return str(args.socket)
     settings = settings_from(args)
-    return settings.supervisor_socket if settings is not None else None
+    return discover_socket(settings.supervisor_socket) if settings is not None else None
 
 
 def _ask(args: argparse.Namespace, cmd: str, **extra: Any) -> dict[str, Any] | None:

@@ -37,7 +37,8 @@ def _emit(log_format: str) -> str:
         "process_task()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return done.stderr.strip()
+    assert done.stderr == "", "logs go to stdout (Docker's and systemd's convention), not stderr"
+    return done.stdout.strip()
 
 
 def test_text_format_has_the_runbook_fields_in_order() -> None:
@@ -117,3 +118,26 @@ def test_control_characters_in_a_task_id_are_escaped_to_one_line(tmp_path: pytes
     escaped = "evil\\n0.1.0 - fake - line\\r\\x1b[31m\\x00\\x85\\u2028\\ud800"
     assert lines[0].endswith(f"Failed to process task {escaped}: INVALID_TASK_ID: bad")
     assert lines[1].endswith(f"Status 4 sent for task {escaped}")
+
+
+# Several processes (the supervisor and its forked workers) log to one pipe at once, as under Docker.
+_WRITERS = """
+import logging, os, sys
+from llm_service.logs import configure_logging
+configure_logging(service="llm-supervisor")
+for n in range(4):
+    if os.fork() == 0:
+        configure_logging(service=f"llm-worker[{n}]")
+        break
+log = logging.getLogger("llm_worker.pipeline")
+for i in range(300):
+    log.info("Task %s processed in %s", f"t-{os.getpid()}-{i}", "x" * 2500)
+"""
+
+
+def test_processes_sharing_stdout_never_interleave_partial_lines() -> None:
+    done = subprocess.run([sys.executable, "-c", _WRITERS], capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 5 * 300
+    broken = [line[:120] for line in lines if not (TEXT_LINE.match(line) and line.endswith("x" * 2500))]
+    assert not broken, f"{len(broken)} lines were cut or mixed, e.g. {broken[:3]}"
