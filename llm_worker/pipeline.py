@@ -44,6 +44,7 @@ from llm_worker.decoding import DocumentInput, TextInput, classify
 from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
 from llm_worker.gigachat.models import ChatResult
 from llm_worker.task_message import (
+    FALLBACK_PARAM,
     ObjectRef,
     Rejected,
     TaskRules,
@@ -92,6 +93,7 @@ class Model(Protocol):
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        fallback: bool = True,
     ) -> ChatResult: ...
     def upload_file(
         self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
@@ -192,7 +194,7 @@ class TaskPipeline:
         progress: Progress,
         retry: RetryPolicy,
         task_timeout_s: float,
-        breaker_open: Callable[[], bool] = lambda: False,
+        breaker_open: Callable[[str], bool] = lambda model: False,
         breaker_poll_s: float = BREAKER_POLL_S,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -349,6 +351,7 @@ class TaskPipeline:
             processing_ms=float(ms) if isinstance(ms, (int, float)) else None,
             result=run.spec.output.as_dict(),
         )
+        event["model"] = body.get("model")
         self._deliver_status(event, run.ctx)
         self._mark_final(run, TaskStatus.COMPLETED)
         self._progress.task_finished(run.entry, ok=True, tokens=0, processing_ms=0.0)
@@ -371,7 +374,7 @@ class TaskPipeline:
             except ProbeFailedError as error:
                 self._before_retry(run, error)
             except TransientTaskError as error:
-                if self._breaker_open() and error.code != codes.TIMED_OUT:
+                if self._breaker_open(run.spec.model) and error.code != codes.TIMED_OUT:
                     run.attempt -= 1
                     self._wait_breaker(run)
                 else:
@@ -402,13 +405,16 @@ class TaskPipeline:
 
     def _chat(self, run: _Run, messages: list[dict[str, Any]]) -> ChatResult:
         """One chat request, counted for the metrics (model calls and errors); a breaker refusal sent none."""
+        params = dict(run.spec.params)
+        fallback = params.pop(FALLBACK_PARAM, True)  # ours, not the model's
         try:
             chat = self._model.chat(
                 task_id=run.spec.task_id,
                 messages=messages,
                 model=run.spec.model,
-                params=run.spec.params,
+                params=params,
                 deadline=run.deadline,
+                fallback=fallback,
             )
         except BreakerOpenError:
             raise
@@ -470,6 +476,7 @@ class TaskPipeline:
             processing_ms=processing_ms,
             result=spec.output.as_dict(),
         )
+        event["model"] = chat.model  # which model answered: the task's own or a fallback
         self._deliver_status(event, run.ctx)
         self._mark_final(run, TaskStatus.COMPLETED)
         self._progress.task_finished(

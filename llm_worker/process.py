@@ -124,11 +124,19 @@ def _serve(
     settings: Settings, clients: Clients, status: SlotWriter, signals: Signals, *, worker_id: str, slot: int
 ) -> int:
     """Wire the pipeline and the consumer loop to the clients, and run the loop until a stop."""
-    clients.breaker.on_change(
-        lambda state: status.update(
-            breaker=state, conn_gigachat=Conn.DOWN if state is Breaker.OPEN else Conn.UP
-        )
-    )
+    # The status table's breaker is that of the default model's chain (GIGACHAT_MODEL and its
+    # fallbacks): OPEN only when none of them can be called. Then the intake shrinks to one probing
+    # task; one model down with a fallback available keeps full capacity.
+    chain = clients.gigachat.chain(settings.gigachat_model)
+
+    def chain_state() -> Breaker:
+        return clients.breakers.chain_state(chain)
+
+    def breaker_changed(model: str, state: Breaker) -> None:
+        now = chain_state()
+        status.update(breaker=now, conn_gigachat=Conn.DOWN if now is Breaker.OPEN else Conn.UP)
+
+    clients.breakers.on_change(breaker_changed)
     executor = ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_tasks, thread_name_prefix="task")
     loop = ConsumerLoop(
         consumer=clients.consumer,
@@ -142,7 +150,7 @@ def _serve(
             revoke_timeout_s=settings.worker_revoke_timeout_s,
         ),
         stop=signals,
-        breaker_state=lambda: clients.breaker.state,
+        breaker_state=chain_state,
         on_turn=lambda: _housekeeping(signals),
         show_title=lambda busy, note: set_worker_title(
             slot, busy=busy, capacity=settings.worker_max_concurrent_tasks, note=note
@@ -180,7 +188,7 @@ def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_i
             max_s=settings.task_retry_backoff_max_s,
         ),
         task_timeout_s=settings.task_timeout_s,
-        breaker_open=lambda: clients.breaker.state is Breaker.OPEN,
+        breaker_open=lambda model: clients.breakers.state(model) is Breaker.OPEN,
     )
 
 

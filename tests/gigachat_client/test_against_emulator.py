@@ -24,7 +24,7 @@ from llm_service.config import Settings
 from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
 from llm_service.log_lines import BREAKER_OPEN
 from llm_service.status_table import Breaker
-from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
 
 OAUTH_PATH = "/api/v2/oauth"
 CHAT_PATH = "/api/v1/chat/completions"
@@ -97,7 +97,7 @@ def make_client(settings: Settings, limiter: ConcurrencyLimiter | None = None) -
     return GigaChatClient(
         settings=settings,
         limiter=limiter or ConcurrencyLimiter.from_settings(settings),
-        breaker=ModelBreaker.from_settings(settings),
+        breakers=BreakerSet.from_settings(settings),
     )
 
 
@@ -212,11 +212,12 @@ def test_outage_opens_the_breaker_which_fails_fast_and_closes_after(
 ) -> None:
     caplog.set_level(logging.INFO, logger="llm_worker.gigachat.breaker")
     settings = settings_for(emulator, tmp_path, gigachat_breaker_fail_max=3, gigachat_breaker_reset_s=1.0)
-    breaker = ModelBreaker.from_settings(settings)
+    breakers = BreakerSet.from_settings(settings)
+    breaker = breakers.get("GigaChat")
     states: list[Breaker] = []
     breaker.on_change(states.append)
     client = GigaChatClient(
-        settings=settings, limiter=ConcurrencyLimiter.from_settings(settings), breaker=breaker
+        settings=settings, limiter=ConcurrencyLimiter.from_settings(settings), breakers=breakers
     )
     chat(client, "before")  # a token in hand before OAuth goes down too
     emulator.control("outage", {"seconds": 5})
@@ -227,6 +228,7 @@ def test_outage_opens_the_breaker_which_fails_fast_and_closes_after(
     assert not isinstance(first.value, BreakerOpenError)
     assert breaker.state is Breaker.OPEN
     assert BREAKER_OPEN % 3 in caplog.messages
+    assert "Circuit breaker OPEN for model GigaChat" in caplog.messages
     sent = len(emulator.calls(CHAT_PATH))
     started = time.monotonic()
     with pytest.raises(BreakerOpenError):

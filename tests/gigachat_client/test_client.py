@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
-from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient
+from llm_worker.gigachat.limiter import read_cap
 from tests.gigachat_client.fakes import (
     API_URL,
     AUTH_KEY,
@@ -36,13 +37,14 @@ class Rig:
         self.settings = make_settings(tmp_path, **settings)
         self.session = FakeSession(script)
         self.limiter = ConcurrencyLimiter.from_settings(self.settings)
-        self.breaker = ModelBreaker(
+        self.breakers = BreakerSet(
             fail_max=self.settings.gigachat_breaker_fail_max, reset_timeout_s=15, clock=self.clock
         )
+        self.breaker = self.breakers.get("GigaChat")
         self.client = GigaChatClient(
             settings=self.settings,
             limiter=self.limiter,
-            breaker=self.breaker,
+            breakers=self.breakers,
             session_factory=lambda: self.session,
             clock=self.clock,
             sleep=self.clock.sleep,
@@ -136,11 +138,11 @@ def test_a_second_401_is_auth_failed(tmp_path: Path) -> None:
     ("status", "code"),
     [
         (400, "MODEL_BAD_REQUEST"),
-        (422, "MODEL_BAD_REQUEST"),
+        (422, "MODEL_INVALID_PARAMS"),
         (402, "MODEL_PAYMENT_REQUIRED"),
         (403, "MODEL_FORBIDDEN"),
         (404, "MODEL_NOT_FOUND"),
-        (413, "MODEL_PAYLOAD_TOO_LARGE"),
+        (413, "INPUT_TOO_LONG"),
         (418, "MODEL_REJECTED"),
     ],
 )
@@ -273,7 +275,9 @@ def test_limiter_learns_from_429_and_success(tmp_path: Path) -> None:
 
     rig.chat()
 
-    assert rig.limiter.cap == 2  # 4 halved once
+    record = read_cap(rig.limiter.directory)
+    # Refused with one call in flight: the account allows fewer than one more; the cap stays at 1.
+    assert record is not None and (record.cap, record.ceiling) == (1, 1)
     assert rig.limiter._held == set()  # the permit was released
 
 
