@@ -283,18 +283,7 @@ class ConcurrencyLimiter:
     def _in_flight(self) -> int:
         """Permits held host-wide now: ours, plus those another process holds (a lock probe fails)."""
         with self._lock:
-            count = 0
-            for index, fd in enumerate(self._permit_fds):
-                if index in self._held:
-                    count += 1
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    count += 1
-                else:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            return count
+            return sum(1 for index in range(self.max_concurrency) if self._held_now(index))
 
     def close(self) -> None:
         """Close the files (releasing any permit still held). Called when the worker stops."""
@@ -308,6 +297,10 @@ class ConcurrencyLimiter:
     def _try_acquire(self) -> Permit | None:
         cap = self.cap
         with self._lock:
+            # After a decrease, calls still holding permits at or above the cap keep the account busy:
+            # a new call now would only be refused (and count as a new 429), so wait for them to end.
+            if self._any_held(range(cap, self.max_concurrency)):
+                return None
             for index in range(cap):
                 if index in self._held:
                     continue
@@ -318,6 +311,21 @@ class ConcurrencyLimiter:
                 self._held.add(index)
                 return Permit(self, index, self._clock())
         return None
+
+    def _any_held(self, indices: range) -> bool:
+        """Whether any of these permits is held, by this process or another; call with ``_lock`` held."""
+        return any(self._held_now(index) for index in indices)
+
+    def _held_now(self, index: int) -> bool:
+        if index in self._held:
+            return True
+        fd = self._permit_fds[index]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
 
     def _release(self, index: int) -> None:
         with self._lock:

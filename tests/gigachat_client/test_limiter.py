@@ -235,3 +235,18 @@ def test_acquire_release_overhead(tmp_path: Path) -> None:
 
     print(f"\nlimiter: acquire+release {per_pair_us:.1f} us, on_success {per_report_us:.1f} us")
     assert per_pair_us < 500  # generous bound for loaded CI machines; typically ~10 us
+
+
+def test_after_a_decrease_new_calls_wait_for_the_calls_above_the_cap(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first, second = limiter(tmp_path, 4, clock), limiter(tmp_path, 4, clock)
+    held = [second.acquire(deadline=clock() + 1) for _ in range(3)]  # permits 0, 1, 2
+    first.on_rate_limited(sent_at=clock() + 1)  # refused with 3 in flight: cap 2
+    assert first.cap == 2
+    held[0].release()  # permit 0 is free, but permit 2 (above the cap) is still busy
+    with pytest.raises(TransientTaskError):
+        first.acquire(deadline=clock() + 0.05)  # sending now would only be refused again
+    held[2].release()
+    with first.acquire(deadline=clock() + 1) as permit:
+        assert permit.index == 0
+    held[1].release()
