@@ -14,8 +14,9 @@ How the cap finds the account's real limit (docs/gigachat-client.md, "Finding th
 * Slow start: a fresh cap file starts at 1 and grows by one per successful call, until the first 429.
 * On a 429 the host counts the calls in flight (held permits, this one included): the account
   refused at that level, so the ceiling becomes that count and the cap drops to one below it (at
-  least 1, and always below the old cap). One burst of 429s counts once: a 429 only lowers the cap
-  again if its call was sent after the last decrease or ``decrease_window_s`` has passed.
+  least 1, and always below the old cap). Each further 429 of the same burst (its call sent before
+  that decrease, within ``decrease_window_s``) was one more call in flight the account refused:
+  the cap goes down by one more (a burst of k refusals at n in flight ends at n - k).
 * Below the ceiling the cap grows by one per ``increase_after`` successes in a process; it tries the
   ceiling itself again only ``probe_after_s`` after the last decrease (hysteresis: one 429 per
   probe interval at most, instead of one every few calls). Never above ``max_concurrency``.
@@ -243,10 +244,15 @@ class ConcurrencyLimiter:
         with self._cap_update() as (old, now):
             stale = sent_at is None or sent_at <= old.decreased_at
             if stale and now - old.decreased_at < self._decrease_window_s:
-                return  # a call from before the last decrease: that burst was counted already
-            refused_at = max(1, self._in_flight())
-            new_cap = max(1, min(old.cap - 1, refused_at - 1))
-            self._write(CapRecord(new_cap, now, refused_at))
+                # Another refusal of the burst already counted: the calls in flight then included
+                # this one, which the account did not admit either, so one fewer fits.
+                refused_at = old.cap
+                new_cap = max(1, old.cap - 1)
+                self._write(CapRecord(new_cap, old.decreased_at, refused_at))
+            else:
+                refused_at = max(1, self._in_flight())
+                new_cap = max(1, min(old.cap - 1, refused_at - 1))
+                self._write(CapRecord(new_cap, now, refused_at))
         log.info(
             "GigaChat answered 429 with %d calls in flight: host-wide call cap %d -> %d",
             refused_at,

@@ -45,7 +45,9 @@ def test_slow_start_from_one_grows_by_one_per_success_up_to_max(tmp_path: Path) 
     assert caps == [2, 3, 4, 4, 4]
 
 
-def test_a_429_caps_one_below_the_calls_in_flight_once_per_burst(tmp_path: Path) -> None:
+def test_a_429_caps_one_below_the_calls_in_flight_and_each_refusal_of_the_burst_one_more(
+    tmp_path: Path,
+) -> None:
     clock = FakeClock()
     lim = limiter(tmp_path, 8, clock)
     for _ in range(7):
@@ -57,8 +59,10 @@ def test_a_429_caps_one_below_the_calls_in_flight_once_per_burst(tmp_path: Path)
     assert lim.cap == 4
     record = read_cap(tmp_path)
     assert record is not None and record.ceiling == 5
-    lim.on_rate_limited(sent_at=permits[3].acquired_at)  # same burst: sent before the decrease
-    assert lim.cap == 4
+    lim.on_rate_limited(sent_at=permits[3].acquired_at)  # same burst: one more refused of the 5
+    assert lim.cap == 3
+    record = read_cap(tmp_path)
+    assert record is not None and record.ceiling == 4
     for permit in permits:
         permit.release()
     clock.advance(0.1)
@@ -79,15 +83,16 @@ def test_below_the_ceiling_it_grows_per_n_successes_and_retries_the_ceiling_rare
     for permit in permits:
         permit.release()
     assert lim.cap == 5  # refused at 6
-    lim.on_rate_limited()  # a stale 429 in the window: ignored
+    lim.on_rate_limited()  # a second refusal of the same burst: 4 fit
+    assert lim.cap == 4
     clock.advance(1.0)
     for _ in range(30):
         lim.on_success()
-    assert lim.cap == 5  # the refused level is not tried again within GIGACHAT_CAP_PROBE_S
+    assert lim.cap == 4  # the refused level is not tried again within GIGACHAT_CAP_PROBE_S
     clock.advance(30.0)
     for _ in range(3):
         lim.on_success()
-    assert lim.cap == 6  # one probe of the refused level after the interval
+    assert lim.cap == 5  # one probe of the refused level after the interval
 
 
 def test_a_lower_refusal_lowers_the_ceiling_then_growth_resumes_after_the_interval(tmp_path: Path) -> None:
