@@ -322,3 +322,63 @@ def test_check_raises_auth_failed_on_a_bad_key(tmp_path: Path) -> None:
     with pytest.raises(PermanentTaskError) as caught:
         rig.client.check()
     assert caught.value.code == "AUTH_FAILED"
+
+
+def _chat_on(rig: Rig, model: str, *, fallback: bool = True) -> ChatResult:
+    return rig.client.chat(
+        task_id="t", messages=MESSAGES, model=model, params={}, deadline=rig.clock() + 120, fallback=fallback
+    )
+
+
+def _models_sent(rig: Rig) -> list[str]:
+    return [
+        json.loads(s.kwargs["data"])["model"] for s in rig.session.sent if s.url.endswith("/chat/completions")
+    ]
+
+
+def test_a_model_failing_past_its_retries_falls_back_to_the_next_of_its_chain(tmp_path: Path) -> None:
+    answer = {**chat_body(), "model": "GigaChat-2-Pro:2.0.28.2"}
+    script = Script(api=[response(503, "down"), response(503, "down"), response(200, answer)])
+    rig = Rig(
+        tmp_path,
+        script,
+        gigachat_call_attempts=2,
+        gigachat_fallback_models="GigaChat-2-Max=GigaChat-2-Pro,GigaChat-2",
+    )
+
+    result = _chat_on(rig, "GigaChat-2-Max")
+
+    assert result.model == "GigaChat-2-Pro:2.0.28.2"
+    assert _models_sent(rig) == ["GigaChat-2-Max", "GigaChat-2-Max", "GigaChat-2-Pro"]
+    assert rig.breakers.get("GigaChat-2-Pro").failure_count == 0  # breakers are per model
+    assert rig.breakers.get("GigaChat-2-Max").failure_count == 2
+
+
+def test_fallback_false_and_permanent_errors_stay_on_the_model(tmp_path: Path) -> None:
+    script = Script(api=[response(429, {}), response(429, {}), response(200, chat_body())])
+    rig = Rig(
+        tmp_path, script, gigachat_call_attempts=2, gigachat_fallback_models="GigaChat-2-Max=GigaChat-2"
+    )
+    with pytest.raises(TransientTaskError) as caught:
+        _chat_on(rig, "GigaChat-2-Max", fallback=False)
+    assert caught.value.code == "MODEL_RATE_LIMITED"
+    assert _models_sent(rig) == ["GigaChat-2-Max", "GigaChat-2-Max"]
+
+    rig = Rig(
+        tmp_path / "b",
+        Script(api=[response(422, {"message": "Invalid params: x"})]),
+        gigachat_fallback_models="GigaChat-2-Max=GigaChat-2",
+    )
+    with pytest.raises(PermanentTaskError) as permanent:
+        _chat_on(rig, "GigaChat-2-Max")
+    assert permanent.value.code == "MODEL_INVALID_PARAMS" and "Invalid params: x" in str(permanent.value)
+    assert _models_sent(rig) == ["GigaChat-2-Max"]
+
+
+def test_when_the_whole_chain_fails_the_first_models_failure_is_raised(tmp_path: Path) -> None:
+    script = Script(api=[response(503, "down"), response(429, {})])
+    rig = Rig(tmp_path, script, gigachat_call_attempts=1, gigachat_fallback_models="A-Model=B-Model")
+    with pytest.raises(TransientTaskError) as caught:
+        _chat_on(rig, "A-Model")
+    assert caught.value.code == "MODEL_UNAVAILABLE" and not isinstance(caught.value, BreakerOpenError)
+    assert _models_sent(rig) == ["A-Model", "B-Model"]
