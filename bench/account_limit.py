@@ -115,9 +115,11 @@ class CapSampler(threading.Thread):
         self.limiter_dir = limiter_dir
         self.samples: list[tuple[float, int, int]] = []
         self.stop = threading.Event()
+        self.started_wall = time.time()
 
     def run(self) -> None:
         start = time.monotonic()
+        self.started_wall = time.time()
         while not self.stop.wait(0.25):
             for directory in self.limiter_dir.glob("*"):
                 record = read_cap(directory)
@@ -163,7 +165,26 @@ def _measure(stack: Stack, args: argparse.Namespace, workdir: Path, limit: int) 
             worker.wait(timeout=60)
         sampler.stop.set()
     calls = requests.get(f"{emulator}/_emulator/calls", timeout=60).json()["calls"]
-    return _summary(args, limit, events, [c for c in calls if c["endpoint"] == CHAT], sampler.samples)
+    chat_calls = [c for c in calls if c["endpoint"] == CHAT]
+    summary = _summary(args, limit, events, chat_calls, sampler.samples)
+    summary["steady"] = _steady(args, limit, events, sampler)
+    return summary
+
+
+def _steady(args: argparse.Namespace, limit: int, events: list[dict[str, Any]], sampler: CapSampler) -> Any:
+    """Throughput after the cap's last change (the search over), against the account's rate."""
+    if not sampler.samples:
+        return None
+    settled = sampler.started_wall + sampler.samples[-1][0]
+    done = sorted(_ts(e) for e in events if e["status"] == 3 and _ts(e) > settled)
+    if len(done) < 2:
+        return None
+    rate = (len(done) - 1) / (done[-1] - done[0])
+    return {
+        "from_s": sampler.samples[-1][0],
+        "tasks": len(done),
+        "ratio": round(rate / (limit / args.latency), 3),
+    }
 
 
 def _summary(
