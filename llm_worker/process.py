@@ -188,7 +188,11 @@ def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_i
             max_s=settings.task_retry_backoff_max_s,
         ),
         task_timeout_s=settings.task_timeout_s,
-        breaker_open=lambda model: clients.breakers.state(model) is Breaker.OPEN,
+        # A failure costs no attempt only while no model of the task's chain can be called: else a
+        # prompt that makes the fallback fail would retry forever while its own model is down.
+        breaker_open=lambda model: (
+            clients.breakers.chain_state(clients.gigachat.chain(model)) is Breaker.OPEN
+        ),
     )
 
 
