@@ -1,8 +1,9 @@
 """``POST /api/v1/chat/completions``: validation, attachments, limits, fault injection and latency.
 
-Order per call: validate the body -> resolve attachments -> check the context size -> take a concurrency
-slot -> maybe inject a fault -> wait the configured latency -> answer (JSON or SSE). The slot is held until
-the answer is fully written, including a stream, and is freed by a request cleanup.
+Order per call: validate the body -> the model's own outage (per_model.py) -> resolve attachments ->
+check the context size -> take a concurrency slot -> maybe inject a fault -> wait the configured latency
+(per model where set) -> answer (JSON or SSE). The slot is held until the answer is fully written,
+including a stream, and is freed by a request cleanup.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gigachat_emulator.auth import Grant
 from gigachat_emulator.chat import ChatRequest, complete, completion_json, parse_chat_request, stream_events
 from gigachat_emulator.config import FaultConfig
 from gigachat_emulator.errors import ApiError
-from gigachat_emulator.faults import Fault, FaultKind
+from gigachat_emulator.faults import Fault, FaultKind, OutageMode
 from gigachat_emulator.state import EmulatorState
 from gigachat_emulator.wire import EVENT_STREAM, Request, Response, json_response
 
@@ -65,12 +66,18 @@ class ChatEndpoint:
         """Answer one authorised chat call; raises ``ApiError`` for every non-200 answer."""
         chat = parse_chat_request(request.json_body())
         request.call.model = chat.model.id
+        config = self._state.config.get().for_model(chat.model.id)
+        outage = self._state.model_outages.current(chat.model.id, self._state.clock.now())
+        if outage is not None:
+            request.call.injected = "outage"
+            if outage is OutageMode.RESET:
+                return Response(0, reset=True)
+            raise ApiError(503, error_message(503))
         attachment_tokens, attachment_digest = self._attachments(chat)
         completion = complete(chat, attachment_tokens=attachment_tokens, attachment_digest=attachment_digest)
         request.call.prompt_tokens = completion.prompt_tokens
         if completion.prompt_tokens > chat.model.context_tokens:
             raise ApiError(413, "Payload too large")
-        config = self._state.config.get()
         self._take_slot(request, grant.account, config)
         fault = self._state.injector.decide(config)
         if fault is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gigachat_emulator.errors import ConfigError
+from gigachat_emulator.per_model import per_model, value_for
 
 Coerce = Callable[[object], Any]
 
@@ -112,6 +113,20 @@ class FaultConfig:
     fault_oauth: bool = _knob(False, flag, "also apply error/hang injection to /api/v2/oauth")
     token_ttl: float = _knob(1800.0, positive, "access token lifetime in seconds")
     max_concurrency: int = _knob(0, count, "in-flight chat calls per account before 429 (0 = unlimited)")
+    model_latency: tuple[tuple[str, float], ...] = _knob(
+        (), per_model(non_negative), "per-model fixed latency, MODEL=SECONDS,... (overrides latency)"
+    )
+    model_error_rate: tuple[tuple[str, float], ...] = _knob(
+        (), per_model(fraction), "per-model injected error rate, MODEL=RATE,... (overrides error_rate)"
+    )
+
+    def for_model(self, model: str) -> FaultConfig:
+        """This snapshot with the per-model latency and error rate of ``model`` applied."""
+        return dataclasses.replace(
+            self,
+            latency=value_for(self.model_latency, model, self.latency),
+            error_rate=value_for(self.model_error_rate, model, self.error_rate),
+        )
 
     def updated(self, changes: Mapping[str, object]) -> FaultConfig:
         """Return a copy with ``changes`` applied.
@@ -135,6 +150,8 @@ class FaultConfig:
         """Return the settings as a JSON-ready mapping (``error_codes`` as a list)."""
         data = dataclasses.asdict(self)
         data["error_codes"] = list(self.error_codes)
+        data["model_latency"] = dict(self.model_latency)
+        data["model_error_rate"] = dict(self.model_error_rate)
         return data
 
 

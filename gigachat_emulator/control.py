@@ -45,15 +45,25 @@ class ControlApi:
         return json_response(200, updated.to_json())
 
     def outage(self, request: Request, params: dict[str, str]) -> Response:
-        """``POST /_emulator/outage`` ``{"seconds": N, "mode": "503"|"reset"}``; ``seconds`` 0 ends it."""
+        """``POST /_emulator/outage`` ``{"seconds": N, "mode": "503"|"reset", "model": M}``; 0 ends it.
+
+        With ``model``, only chat calls on that model fail (per_model.py); without, the whole API.
+        """
         body = _object_body(request)
         try:
             seconds = non_negative(body.get("seconds"))
             mode = OutageMode(str(body.get("mode", OutageMode.HTTP_503.value)))
         except ValueError as exc:
             raise ApiError(400, f"Invalid outage: {exc}") from None
-        until = self._state.outage.start(now=self._state.clock.now(), seconds=seconds, mode=mode)
-        return json_response(200, {"until": until, "seconds": seconds, "mode": mode.value})
+        model = body.get("model")
+        now = self._state.clock.now()
+        if model is None:
+            until = self._state.outage.start(now=now, seconds=seconds, mode=mode)
+        elif isinstance(model, str) and model:
+            until = self._state.model_outages.start(model=model, now=now, seconds=seconds, mode=mode)
+        else:
+            raise ApiError(400, "Invalid outage: model must be a non-empty string")
+        return json_response(200, {"until": until, "seconds": seconds, "mode": mode.value, "model": model})
 
     def calls(self, request: Request, params: dict[str, str]) -> Response:
         """``GET /_emulator/calls[?request_id=&session_id=]`` -> records and per-request-id chat counts."""

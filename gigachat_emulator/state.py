@@ -11,6 +11,7 @@ from gigachat_emulator.clock import Clock, SystemClock
 from gigachat_emulator.config import ConfigHolder, FaultConfig
 from gigachat_emulator.faults import ConcurrencyLimiter, FaultInjector, OutageMode, OutageWindow, Sleeper
 from gigachat_emulator.files import FileStore
+from gigachat_emulator.per_model import ModelOutages
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 
@@ -43,6 +44,7 @@ class EmulatorState:
     files: FileStore = field(default_factory=FileStore)
     limiter: ConcurrencyLimiter = field(default_factory=ConcurrencyLimiter)
     outage: OutageWindow = field(default_factory=OutageWindow)
+    model_outages: ModelOutages = field(default_factory=ModelOutages)
 
     @classmethod
     def create(
@@ -73,4 +75,5 @@ class EmulatorState:
         self.tokens.clear()
         self.files.clear()
         self.outage.start(now=self.clock.now(), seconds=0, mode=OutageMode.HTTP_503)
+        self.model_outages.clear()
         self.injector.reset()

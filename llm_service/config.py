@@ -26,6 +26,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from llm_service.errors import ConfigError
+from llm_service.model_settings import check_context_lengths, check_fallback_models
 
 SECRET_MASK = "***"
 _SECRET_SUFFIXES = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
@@ -221,6 +222,21 @@ class Settings:
     )
     gigachat_backoff_max_s: float = setting(
         10.0, "Largest retry delay of a GigaChat call, seconds (a Retry-After header wins)", check=positive
+    )
+    gigachat_cap_probe_s: float = setting(
+        30.0,
+        "Seconds after a 429 before the host-wide call cap tries the refused level again",
+        check=positive,
+    )
+    gigachat_fallback_models: str = setting(
+        "",
+        "Fallback chains on 429/503/open breaker: MODEL=NEXT[,NEXT...];MODEL2=... (empty: none)",
+        check=check_fallback_models,
+    )
+    gigachat_context_lengths: str = setting(
+        "",
+        "Context length per model in tokens, MODEL=TOKENS,... over the defaults in docs/gigachat-client.md",
+        check=check_context_lengths,
     )
     gigachat_limiter_dir: str = setting(
         "",

@@ -28,7 +28,7 @@ from llm_service.errors import ConfigError, PermanentTaskError, TaskError
 from llm_service.status_table import Breaker, Conn, SlotWriter
 from llm_worker.consumer_loop import StopFlags
 from llm_worker.events import make_producer
-from llm_worker.gigachat import ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat import BreakerSet, ConcurrencyLimiter, GigaChatClient
 from llm_worker.storage import Storage, make_client
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Clients:
     producer: KafkaProducer
     storage: Storage
     limiter: ConcurrencyLimiter
-    breaker: ModelBreaker
+    breakers: BreakerSet
     gigachat: GigaChatClient
 
     def close(self, *, commit_timeout_ms: int = 10_000) -> None:
@@ -180,11 +180,11 @@ def _storage(settings: Settings, status: SlotWriter) -> Storage:
 
 def _gigachat(
     settings: Settings, status: SlotWriter, partial: _Partial
-) -> tuple[GigaChatClient, ConcurrencyLimiter, ModelBreaker]:
+) -> tuple[GigaChatClient, ConcurrencyLimiter, BreakerSet]:
     limiter = ConcurrencyLimiter.from_settings(settings)
     partial.closers.append(limiter.close)
-    breaker = ModelBreaker.from_settings(settings)
-    client = GigaChatClient(settings=settings, limiter=limiter, breaker=breaker)
+    breakers = BreakerSet.from_settings(settings)
+    client = GigaChatClient(settings=settings, limiter=limiter, breakers=breakers)
     partial.closers.append(client.close)
     try:
         client.check()
@@ -192,4 +192,4 @@ def _gigachat(
         status.update(conn_gigachat=Conn.DOWN)
         raise
     status.update(conn_gigachat=Conn.UP, breaker=Breaker.CLOSED)
-    return client, limiter, breaker
+    return client, limiter, breakers

@@ -46,6 +46,7 @@ from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
 from llm_worker.task_lease import Lease
 from llm_worker.task_message import (
+    FALLBACK_PARAM,
     ObjectRef,
     Rejected,
     TaskRules,
@@ -94,6 +95,7 @@ class Model(Protocol):
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        fallback: bool = True,
         budget: CallBudget | None = None,
     ) -> ChatResult: ...
     def upload_file(
@@ -208,7 +210,7 @@ class TaskPipeline:
         task_timeout_s: float,
         leases: Leases,
         max_model_calls: int,
-        breaker_open: Callable[[], bool] = lambda: False,
+        breaker_open: Callable[[str], bool] = lambda model: False,
         breaker_poll_s: float = BREAKER_POLL_S,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -466,6 +468,7 @@ class TaskPipeline:
             processing_ms=float(ms) if isinstance(ms, (int, float)) else None,
             result=run.spec.output.as_dict(),
         )
+        event["model"] = body.get("model")
         self._deliver_status(event, run.ctx)
         self._mark_final(
             run,
@@ -496,7 +499,7 @@ class TaskPipeline:
             except TransientTaskError as error:
                 if run.budget.spent:
                     raise  # TASK_MAX_MODEL_CALLS: no attempt, and no wait for the breaker, can help
-                if self._breaker_open() and error.code != codes.TIMED_OUT:
+                if self._breaker_open(run.spec.model) and error.code != codes.TIMED_OUT:
                     run.attempt -= 1
                     self._wait_breaker(run)
                 else:
@@ -527,14 +530,17 @@ class TaskPipeline:
 
     def _chat(self, run: _Run, messages: list[dict[str, Any]]) -> ChatResult:
         """One chat request, counted for the metrics (model calls and errors); a breaker refusal sent none."""
+        params = dict(run.spec.params)
+        fallback = params.pop(FALLBACK_PARAM, True)  # ours, not the model's
         try:
             chat = self._model.chat(
                 task_id=run.spec.task_id,
                 messages=messages,
                 model=run.spec.model,
-                params=run.spec.params,
+                params=params,
                 deadline=run.deadline,
                 budget=run.budget,
+                fallback=fallback,
             )
         except BreakerOpenError:
             raise
@@ -596,6 +602,7 @@ class TaskPipeline:
             processing_ms=processing_ms,
             result=spec.output.as_dict(),
         )
+        event["model"] = chat.model  # which model answered: the task's own or a fallback
         self._deliver_status(event, run.ctx)
         self._mark_final(
             run,

@@ -126,11 +126,19 @@ def _serve(
     settings: Settings, clients: Clients, status: SlotWriter, signals: Signals, *, worker_id: str, slot: int
 ) -> int:
     """Wire the pipeline and the consumer loop to the clients, and run the loop until a stop."""
-    clients.breaker.on_change(
-        lambda state: status.update(
-            breaker=state, conn_gigachat=Conn.DOWN if state is Breaker.OPEN else Conn.UP
-        )
-    )
+    # The status table's breaker is that of the default model's chain (GIGACHAT_MODEL and its
+    # fallbacks): OPEN only when none of them can be called. Then the intake shrinks to one probing
+    # task; one model down with a fallback available keeps full capacity.
+    chain = clients.gigachat.chain(settings.gigachat_model)
+
+    def chain_state() -> Breaker:
+        return clients.breakers.chain_state(chain)
+
+    def breaker_changed(model: str, state: Breaker) -> None:
+        now = chain_state()
+        status.update(breaker=now, conn_gigachat=Conn.DOWN if now is Breaker.OPEN else Conn.UP)
+
+    clients.breakers.on_change(breaker_changed)
     executor = ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_tasks, thread_name_prefix="task")
     loop = ConsumerLoop(
         consumer=clients.consumer,
@@ -144,7 +152,7 @@ def _serve(
             revoke_timeout_s=settings.worker_revoke_timeout_s,
         ),
         stop=signals,
-        breaker_state=lambda: clients.breaker.state,
+        breaker_state=chain_state,
         on_turn=lambda: _housekeeping(signals),
         show_title=lambda busy, note: set_worker_title(
             slot, busy=busy, capacity=settings.worker_max_concurrent_tasks, note=note
@@ -184,7 +192,11 @@ def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_i
         task_timeout_s=settings.task_timeout_s,
         leases=TaskLeases(directory=default_directory(settings) / "tasks"),
         max_model_calls=settings.model_calls_per_task,
-        breaker_open=lambda: clients.breaker.state is Breaker.OPEN,
+        # A failure costs no attempt only while no model of the task's chain can be called: else a
+        # prompt that makes the fallback fail would retry forever while its own model is down.
+        breaker_open=lambda model: (
+            clients.breakers.chain_state(clients.gigachat.chain(model)) is Breaker.OPEN
+        ),
     )
 
 

@@ -27,6 +27,8 @@ PARAMS: Mapping[str, tuple[type[int] | tuple[type[int], type[float]], float, flo
     "max_tokens": (int, 1, 1_000_000),
     "repetition_penalty": ((int, float), 0.0, 10.0),
 }
+# Not sent to the model: false keeps the task on its own model (no GIGACHAT_FALLBACK_MODELS chain).
+FALLBACK_PARAM = "fallback"
 MAX_MODEL_NAME = 128
 MAX_READABLE_TASK_ID = 1024
 # Deeper JSON is no task anyone writes; it would only overflow the stack when echoed (json.dumps of a
@@ -353,8 +355,13 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise _invalid("'params' must be an object")
     for name, value in params.items():
+        if name == FALLBACK_PARAM:
+            if not isinstance(value, bool):
+                raise _invalid(f"params.{FALLBACK_PARAM} must be true or false")
+            continue
         if name not in PARAMS:
-            raise _invalid(f"unknown model parameter {name!r}; known: {', '.join(PARAMS)}")
+            known = ", ".join([*PARAMS, FALLBACK_PARAM])
+            raise _invalid(f"unknown model parameter {name!r}; known: {known}")
         kind, low, high = PARAMS[name]
         # Compared as they are: float() of a huge integer would raise OverflowError.
         if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:

@@ -1,7 +1,9 @@
-"""The circuit breaker in front of GigaChat: stop calling a model host that keeps failing.
+"""Circuit breakers in front of GigaChat: stop calling a model that keeps failing.
 
-One ModelBreaker per worker process, shared by its task threads; GigaChatClient puts every HTTP
-attempt to the API through :meth:`ModelBreaker.call`. Only infrastructure failures count:
+One BreakerSet per worker process, shared by its task threads, holding one ModelBreaker per model
+(created on first use; the files API has its own, ``FILES_API``). GigaChatClient puts every HTTP
+attempt through the breaker of the model it calls, so one model's outage leaves the others (and the
+fallback models of docs/gigachat-client.md) callable. Only infrastructure failures count:
 ``requests`` transport errors (timeouts, refused connections) and the ``requests.HTTPError`` the
 client raises for a 5xx. A 4xx is the server answering about the task, so it counts as a success.
 
@@ -65,11 +67,15 @@ class _Listener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         state = _STATES[new_state.name]
         if state is Breaker.OPEN:
+            # The contract line stays exact (log scrapers match it); the model follows on its own line.
             log.warning(BREAKER_OPEN, cb.fail_counter)
+            log.warning("Circuit breaker OPEN for model %s", cb.name)
         elif state is Breaker.HALF_OPEN:
-            log.info("Circuit breaker HALF-OPEN: letting one probe call through to GigaChat")
+            log.info(
+                "Circuit breaker HALF-OPEN: letting one probe call through to GigaChat (model %s)", cb.name
+            )
         else:
-            log.info("Circuit breaker CLOSED: GigaChat calls resume")
+            log.info("Circuit breaker CLOSED: GigaChat calls resume (model %s)", cb.name)
         self._owner._state_changed(state)
 
 
@@ -77,8 +83,14 @@ class ModelBreaker:
     """Per-process circuit breaker; thread-safe. ``call`` raises BreakerOpenError when it refuses."""
 
     def __init__(
-        self, *, fail_max: int, reset_timeout_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        fail_max: int,
+        reset_timeout_s: float,
+        name: str = "gigachat",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.name = name
         self._reset_timeout_s = reset_timeout_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -92,7 +104,7 @@ class ModelBreaker:
             reset_timeout=reset_timeout_s,
             exclude=[is_not_infrastructure_failure],
             listeners=[_Listener(self)],
-            name="gigachat",
+            name=name,
         )
 
     @classmethod
@@ -150,7 +162,9 @@ class ModelBreaker:
                 self._probe_in_flight = True
                 return _Ticket(self._generation, probe=True)
             wait = max(0.0, self._opened_at + self._reset_timeout_s - self._clock())
-        raise BreakerOpenError(f"GigaChat circuit breaker is open (next probe in {wait:.1f}s); call not sent")
+        raise BreakerOpenError(
+            f"GigaChat circuit breaker of {self.name} is open (next probe in {wait:.1f}s); call not sent"
+        )
 
     def _record(self, ticket: _Ticket, exc: BaseException | None) -> None:
         with self._lock:
@@ -187,3 +201,71 @@ class ModelBreaker:
             self._opened_at = self._clock()
         for callback in self._callbacks:
             callback(state)
+
+
+FILES_API = "files API"  # the breaker key of file uploads and deletions (not a model)
+
+
+class BreakerSet:
+    """One ModelBreaker per model, created on first use; thread-safe.
+
+    It also keeps the last state of each breaker (set by their transitions) so that ``chain_state``
+    never takes another breaker's lock from inside a transition.
+    """
+
+    def __init__(
+        self, *, fail_max: int, reset_timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._fail_max = fail_max
+        self._reset_timeout_s = reset_timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._breakers: dict[str, ModelBreaker] = {}
+        self._states: dict[str, Breaker] = {}
+        self._callbacks: list[Callable[[str, Breaker], None]] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BreakerSet:
+        return cls(
+            fail_max=settings.gigachat_breaker_fail_max, reset_timeout_s=settings.gigachat_breaker_reset_s
+        )
+
+    def get(self, model: str) -> ModelBreaker:
+        with self._lock:
+            breaker = self._breakers.get(model)
+            if breaker is None:
+                breaker = ModelBreaker(
+                    fail_max=self._fail_max,
+                    reset_timeout_s=self._reset_timeout_s,
+                    name=model,
+                    clock=self._clock,
+                )
+                breaker.on_change(lambda state: self._changed(model, state))
+                self._breakers[model] = breaker
+            return breaker
+
+    def state(self, model: str) -> Breaker:
+        with self._lock:
+            return self._states.get(model, Breaker.CLOSED)
+
+    def chain_state(self, models: tuple[str, ...]) -> Breaker:
+        """OPEN when every model of the chain is open; HALF_OPEN when none is closed; else CLOSED."""
+        with self._lock:
+            states = [self._states.get(m, Breaker.CLOSED) for m in models]
+        if Breaker.CLOSED in states:
+            return Breaker.CLOSED
+        return Breaker.HALF_OPEN if Breaker.HALF_OPEN in states else Breaker.OPEN
+
+    def on_change(self, callback: Callable[[str, Breaker], None]) -> None:
+        """Call ``callback(model, new_state)`` on every transition of any breaker (same rules as above)."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def _changed(self, model: str, state: Breaker) -> None:
+        # Runs inside that model's breaker lock; only this set's lock is taken here, never another
+        # breaker's, so two breakers changing at once cannot deadlock.
+        with self._lock:
+            self._states[model] = state
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback(model, state)

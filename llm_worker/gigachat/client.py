@@ -4,7 +4,11 @@ Who calls it: the worker pipeline, from its task threads (one GigaChatClient per
 created after the fork, shared by all task threads). ``check`` is the bootstrap probe the worker runs
 before it starts consuming.
 
-Each attempt of a model call: access token (auth.py) -> circuit breaker admission (breaker.py) ->
+A chat call first checks the input against the model's context (context.py: INPUT_TOO_LONG without a
+billed call), then runs on the task's model and, when that model is rate-limited or down past the
+retry budget or its breaker is open, on the next model of its GIGACHAT_FALLBACK_MODELS chain.
+
+Each attempt of a model call: access token (auth.py) -> the model's circuit breaker (breaker.py) ->
 host-wide call slot (limiter.py) -> one HTTP request. Around it, retries with backoff on 429, 5xx,
 timeouts and transport errors within the task's deadline (backoff.py), and one immediate retry with
 a fresh token after a 401. Every request carries the task id as X-Request-ID and X-Session-ID.
@@ -32,13 +36,17 @@ from requests.adapters import HTTPAdapter
 
 from llm_service.config import Settings
 from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
+from llm_service.model_settings import parse_context_lengths, parse_fallback_models
 from llm_worker.gigachat.auth import TokenProvider
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
-from llm_worker.gigachat.breaker import ModelBreaker
+from llm_worker.gigachat.breaker import FILES_API, BreakerSet
 from llm_worker.gigachat.budget import CallBudget
+from llm_worker.gigachat.context import ContextGuard
 from llm_worker.gigachat.limiter import ConcurrencyLimiter, Permit
 from llm_worker.gigachat.models import (
     AUTH_FAILED,
+    FALLBACK_CODES,
+    INPUT_TOO_LONG,
     MODEL_BAD_RESPONSE,
     MODEL_NOT_FOUND,
     MODEL_RATE_LIMITED,
@@ -68,6 +76,7 @@ class _Request:
     files: Mapping[str, tuple[str, bytes, str]] | None = None
     form: Mapping[str, str] | None = None
     gated: bool = True  # goes through the breaker and the limiter (model work; not the probe)
+    breaker: str = FILES_API  # whose breaker: the model's for a chat call
 
 
 def make_session(factory: Callable[[], requests.Session], settings: Settings) -> requests.Session:
@@ -94,7 +103,7 @@ class GigaChatClient:
         *,
         settings: Settings,
         limiter: ConcurrencyLimiter,
-        breaker: ModelBreaker,
+        breakers: BreakerSet,
         session_factory: Callable[[], requests.Session] = requests.Session,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -106,7 +115,9 @@ class GigaChatClient:
         self._timeout_s = settings.gigachat_timeout_s
         self._verify = tls_verify(settings)
         self._limiter = limiter
-        self._breaker = breaker
+        self._breakers = breakers
+        self._fallbacks = parse_fallback_models(settings.gigachat_fallback_models)
+        self._context = ContextGuard(lengths=parse_context_lengths(settings.gigachat_context_lengths))
         self._clock = clock
         self._session = make_session(session_factory, settings)
         self._tokens = TokenProvider(
@@ -126,17 +137,73 @@ class GigaChatClient:
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        fallback: bool = True,
         budget: CallBudget | None = None,
     ) -> ChatResult:
         """One non-streaming chat completion. ``params`` (temperature, max_tokens, ...) go in as given.
 
-        Each HTTP request sent (retries included) takes one call from ``budget``; with none left the
-        call fails with the last transient error.
+        With ``fallback`` the models of ``model``'s chain are tried in turn (see the module docstring);
+        the result's ``model`` says which one answered. When every model failed, the first model's
+        real failure is raised (it counts as an attempt), or BreakerOpenError when none was called.
+        Each HTTP request sent (retries included, on any model) takes one call from ``budget``; with none
+        left the call fails with the last transient error.
         """
+        chain = self.chain(model) if fallback else (model,)
+        first_failure: TransientTaskError | None = None
+        for index, name in enumerate(chain):
+            try:
+                return self._chat_on(task_id, messages, name, params, deadline, budget=budget)
+            except BreakerOpenError as exc:
+                failure: TransientTaskError = exc
+            except TransientTaskError as exc:
+                if exc.code not in FALLBACK_CODES:
+                    raise
+                failure = exc
+                first_failure = first_failure or exc
+            if index + 1 < len(chain):
+                log.warning(
+                    "Task %s: model %s failed (%s); falling back to %s",
+                    task_id,
+                    name,
+                    failure.code,
+                    chain[index + 1],
+                )
+        raise first_failure or failure
+
+    def chain(self, model: str) -> tuple[str, ...]:
+        """The task's model followed by its fallbacks (GIGACHAT_FALLBACK_MODELS)."""
+        return (model, *self._fallbacks.get(model, ()))
+
+    def _chat_on(
+        self,
+        task_id: str,
+        messages: list[dict[str, Any]],
+        model: str,
+        params: Mapping[str, Any],
+        deadline: float,
+        *,
+        budget: CallBudget | None,
+    ) -> ChatResult:
+        count = functools.partial(self._count_tokens, task_id, model, deadline)
+        self._context.check(model, messages, count=count)
         body = {**params, "model": model, "messages": messages, "stream": False}
-        request = _Request("POST", "/chat/completions", "GigaChat chat", body=_json_bytes(body))
+        request = _Request(
+            "POST", "/chat/completions", "GigaChat chat", body=_json_bytes(body), breaker=model
+        )
         response = self._call(request, task_id=task_id, deadline=deadline, budget=budget)
         return ChatResult.from_response(_decode(response, request), requested_model=model)
+
+    def _count_tokens(self, task_id: str, model: str, deadline: float, texts: list[str]) -> list[int]:
+        """``POST /tokens/count``: tokens per text. Not gated: it is no generation and is not billed."""
+        body = _json_bytes({"model": model, "input": texts})
+        request = _Request("POST", "/tokens/count", "GigaChat token count", body=body, gated=False)
+        answer = _decode(self._call(request, task_id=task_id, deadline=deadline), request)
+        counts = [item.get("tokens") for item in answer] if isinstance(answer, list) else []
+        if len(counts) != len(texts) or not all(isinstance(c, int) for c in counts):
+            raise TransientTaskError(
+                "GigaChat token count answered an unexpected body", code=MODEL_BAD_RESPONSE
+            )
+        return [int(c) for c in counts]
 
     def upload_file(
         self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
@@ -180,7 +247,7 @@ class GigaChatClient:
         self._call(request, task_id="bootstrap", deadline=self._clock() + self._timeout_s)
 
     def close(self) -> None:
-        """Close the pooled connections. The limiter and breaker are the caller's to close."""
+        """Close the pooled connections. The limiter and breakers are the caller's to close."""
         self._session.close()
 
     def _call(
@@ -206,7 +273,7 @@ class GigaChatClient:
                     f"{request.what} failed, then the circuit breaker opened: {last}", code=last.code
                 ) from None
             if isinstance(outcome, RetryableFailure):
-                if request.gated and self._breaker.probe_failed():
+                if request.gated and self._breakers.get(request.breaker).probe_failed():
                     # The breaker is open again; the next attempt would only be refused. Say so in a
                     # way that costs the task an attempt (see ProbeFailedError).
                     raise ProbeFailedError(
@@ -242,7 +309,7 @@ class GigaChatClient:
     ) -> requests.Response | RetryableFailure:
         send = functools.partial(self._send, request, task_id, token, deadline)
         try:
-            return self._breaker.call(send) if request.gated else send()
+            return self._breakers.get(request.breaker).call(send) if request.gated else send()
         except requests.HTTPError as exc:  # a 5xx, raised by _send so that the breaker counts it
             return self._server_error(request, exc.response, token)
         except requests.Timeout as exc:
@@ -319,6 +386,8 @@ class GigaChatClient:
                 TransientTaskError(f"{request.what}: HTTP 408 {message}", code=MODEL_TIMEOUT)
             )
         code = PERMANENT_BY_STATUS.get(status, MODEL_REJECTED)
+        if status == 413 and request.breaker != FILES_API:
+            code = INPUT_TOO_LONG  # a chat prompt over the model's context (GigaChat's 413)
         raise PermanentTaskError(f"{request.what} rejected by GigaChat: HTTP {status} {message}", code=code)
 
     def _server_error(

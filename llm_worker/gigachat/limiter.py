@@ -6,12 +6,21 @@ shared by all worker processes of a host. So the limit lives in a directory of l
 * ``permit-0`` .. ``permit-<max-1>``: a call in flight holds an exclusive ``flock`` on one of them.
   The kernel drops the flocks of a process that dies, so a worker killed with SIGKILL mid-call
   leaks nothing: there is no count to repair.
-* ``cap``: the current AIMD cap (``<cap> <decreased_at> <cap>``), changed under an flock of its own.
-  A call only takes a permit with an index below the cap. On a 429 the cap halves (not below 1).
-  One burst of 429s counts once: a 429 only halves again if its call was sent after the last
-  decrease (calls already in flight then reflect the old cap) or ``decrease_window_s`` has passed.
-  After ``increase_after`` successes in a process the cap grows by one (not within the decrease
-  window, never above ``max_concurrency``).
+* ``cap``: the current cap and what it learnt (``<cap> <decreased_at> <ceiling> <cap>``), changed
+  under an flock of its own. A call only takes a permit with an index below the cap.
+
+How the cap finds the account's real limit (docs/gigachat-client.md, "Finding the account's limit"):
+
+* Slow start: a fresh cap file starts at 1 and grows by one per successful call, until the first 429.
+* On a 429 the host counts the calls in flight (held permits, this one included): the account
+  refused at that level, so the ceiling becomes that count and the cap drops to one below it (at
+  least 1, and always below the old cap). Each further 429 of the same burst (its call sent before
+  that decrease, within ``decrease_window_s``) was one more call in flight the account refused:
+  the cap goes down by one more (a burst of k refusals at n in flight ends at n - k).
+* Below the ceiling the cap grows by one per ``increase_after`` successes in a process; it tries the
+  ceiling itself again only ``probe_after_s`` after the last decrease (hysteresis: one 429 per
+  probe interval at most, instead of one every few calls). Never above ``max_concurrency``.
+* Every change is logged (``GigaChat host-wide call cap A -> B``) and readable with :func:`read_cap`.
 
 When the cap shrinks, calls already holding higher permits finish normally; new calls wait.
 
@@ -27,6 +36,7 @@ open file descriptions, which a fork would share), used from all task threads vi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -36,6 +46,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -97,6 +108,36 @@ def _parse_time(raw: bytes) -> float:
         return float("-inf")  # a damaged record must not block decreases forever
 
 
+@dataclass(frozen=True)
+class CapRecord:
+    """The shared ``cap`` file: the cap, when it last went down, and the lowest level refused."""
+
+    cap: int
+    decreased_at: float
+    ceiling: int  # in-flight count at the last 429; 0 = none seen yet (slow start)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> CapRecord | None:
+        """None for an empty or torn record (written without the readers' cooperation)."""
+        fields = raw.split()
+        if len(fields) != 4 or fields[0] != fields[3] or not fields[0].isdigit() or not fields[2].isdigit():
+            return None
+        return cls(int(fields[0]), _parse_time(fields[1]), int(fields[2]))
+
+    def encode(self) -> bytes:
+        # Fixed width, so a shorter record never leaves the tail of a longer one behind.
+        text = f"{self.cap} {self.decreased_at:.6f} {self.ceiling} {self.cap}"
+        return (text.ljust(_CAP_RECORD_BYTES - 1) + "\n").encode()
+
+
+def read_cap(directory: Path) -> CapRecord | None:
+    """The cap record of a limiter directory, for tools (bench/account_limit.py samples it)."""
+    try:
+        return CapRecord.parse((directory / "cap").read_bytes()[:_CAP_RECORD_BYTES])
+    except FileNotFoundError:
+        return None
+
+
 class Permit:
     """One call slot. Release it exactly once (``with`` does); a second release is a no-op."""
 
@@ -130,6 +171,7 @@ class ConcurrencyLimiter:
         max_concurrency: int,
         increase_after: int = 10,
         decrease_window_s: float = 1.0,
+        probe_after_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
@@ -138,6 +180,7 @@ class ConcurrencyLimiter:
         self.max_concurrency = max_concurrency
         self._increase_after = increase_after
         self._decrease_window_s = decrease_window_s
+        self._probe_after_s = probe_after_s
         self._clock = clock  # CLOCK_MONOTONIC is one clock for all processes of a Linux host
         self._sleep = sleep
         self._rng = rng
@@ -149,25 +192,32 @@ class ConcurrencyLimiter:
         self._pid = -1
         self._permit_fds: list[int] = []
         self._cap_fd = -1
-        self._last_cap = max_concurrency
+        self._last = CapRecord(1, float("-inf"), 0)
         self._open()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConcurrencyLimiter:
-        return cls(directory=default_directory(settings), max_concurrency=settings.gigachat_max_concurrency)
+        return cls(
+            directory=default_directory(settings),
+            max_concurrency=settings.gigachat_max_concurrency,
+            probe_after_s=settings.gigachat_cap_probe_s,
+        )
 
     @property
     def cap(self) -> int:
         """The current host-wide cap, 1..max_concurrency (read from the shared ``cap`` file)."""
+        return self._record().cap
+
+    def _record(self) -> CapRecord:
         self._check_fork()
-        record = os.pread(self._cap_fd, _CAP_RECORD_BYTES, 0).split()
-        # The record is written without the readers' cooperation; a torn read shows two different
-        # caps and is ignored in favour of the last good value.
-        if len(record) == 3 and record[0] == record[2] and record[0].isdigit():
-            self._last_cap = max(1, min(self.max_concurrency, int(record[0])))
-        elif not record:
-            self._last_cap = self.max_concurrency
-        return self._last_cap
+        raw = os.pread(self._cap_fd, _CAP_RECORD_BYTES, 0)
+        record = CapRecord.parse(raw)
+        if record is not None:
+            self._last = record
+        elif not raw.strip():
+            self._last = CapRecord(1, float("-inf"), 0)  # a new account: slow start from one call
+        # A torn read keeps the last good record.
+        return dataclasses.replace(self._last, cap=max(1, min(self.max_concurrency, self._last.cap)))
 
     def acquire(self, deadline: float) -> Permit:
         """Wait for a free slot until ``deadline`` (monotonic); TransientTaskError(MODEL_BUSY) after it."""
@@ -187,30 +237,59 @@ class ConcurrencyLimiter:
             self._sleep(min(pause, remaining))
 
     def on_rate_limited(self, sent_at: float | None = None) -> None:
-        """A call (sent at ``sent_at``, e.g. ``Permit.acquired_at``) got 429: halve the host's cap."""
-        with self._cap_update() as (cap, decreased_at, now):
-            stale = sent_at is None or sent_at <= decreased_at
-            if stale and now - decreased_at < self._decrease_window_s:
-                return  # a call from before the last decrease: that burst was counted already
-            new_cap = max(1, cap // 2)
-            self._write_cap(new_cap, now)
-        if new_cap != cap:
-            log.info("GigaChat answered 429: host-wide call cap %d -> %d", cap, new_cap)
+        """A call (sent at ``sent_at``, e.g. ``Permit.acquired_at``) got 429, its permit still held.
+
+        The account refused at the current in-flight level: cap to one below it.
+        """
+        with self._cap_update() as (old, now):
+            stale = sent_at is None or sent_at <= old.decreased_at
+            if stale and now - old.decreased_at < self._decrease_window_s:
+                # Another refusal of the burst already counted: the calls in flight then included
+                # this one, which the account did not admit either, so one fewer fits.
+                refused_at = old.cap
+                new_cap = max(1, old.cap - 1)
+                self._write(CapRecord(new_cap, old.decreased_at, refused_at))
+            else:
+                refused_at = max(1, self._in_flight())
+                new_cap = max(1, min(old.cap - 1, refused_at - 1))
+                self._write(CapRecord(new_cap, now, refused_at))
+        log.info(
+            "GigaChat answered 429 with %d calls in flight: host-wide call cap %d -> %d",
+            refused_at,
+            old.cap,
+            new_cap,
+        )
         self._successes = 0
 
     def on_success(self) -> None:
-        """A call succeeded: every ``increase_after`` successes in this process, grow the cap by one."""
+        """A call succeeded: grow the cap (see the module docstring for how fast)."""
         with self._cap_lock:
             self._successes += 1
-            if self._successes < self._increase_after:
+            slow_start = self._last.ceiling == 0
+            if not slow_start and self._successes < self._increase_after:
                 return
             self._successes = 0
-        with self._cap_update() as (cap, decreased_at, now):
-            # Right after a decrease, successes of calls sent before it say nothing new.
-            if cap >= self.max_concurrency or now - decreased_at < self._decrease_window_s:
+        with self._cap_update() as (old, now):
+            if not self._may_grow(old, now):
                 return
-            self._write_cap(cap + 1, decreased_at)
-        log.debug("GigaChat host-wide call cap %d -> %d", cap, cap + 1)
+            self._write(dataclasses.replace(old, cap=old.cap + 1))
+        log.info("GigaChat host-wide call cap %d -> %d", old.cap, old.cap + 1)
+
+    def _may_grow(self, record: CapRecord, now: float) -> bool:
+        if record.cap >= self.max_concurrency:
+            return False
+        since_decrease = now - record.decreased_at
+        # Right after a decrease, successes of calls sent before it say nothing new.
+        if since_decrease < self._decrease_window_s:
+            return False
+        if record.ceiling and record.cap + 1 >= record.ceiling:
+            return since_decrease >= self._probe_after_s  # try the level that was refused: rarely
+        return True
+
+    def _in_flight(self) -> int:
+        """Permits held host-wide now: ours, plus those another process holds (a lock probe fails)."""
+        with self._lock:
+            return sum(1 for index in range(self.max_concurrency) if self._held_now(index))
 
     def close(self) -> None:
         """Close the files (releasing any permit still held). Called when the worker stops."""
@@ -224,6 +303,10 @@ class ConcurrencyLimiter:
     def _try_acquire(self) -> Permit | None:
         cap = self.cap
         with self._lock:
+            # After a decrease, calls still holding permits at or above the cap keep the account busy:
+            # a new call now would only be refused (and count as a new 429), so wait for them to end.
+            if self._any_held(range(cap, self.max_concurrency)):
+                return None
             for index in range(cap):
                 if index in self._held:
                     continue
@@ -235,6 +318,21 @@ class ConcurrencyLimiter:
                 return Permit(self, index, self._clock())
         return None
 
+    def _any_held(self, indices: range) -> bool:
+        """Whether any of these permits is held, by this process or another; call with ``_lock`` held."""
+        return any(self._held_now(index) for index in indices)
+
+    def _held_now(self, index: int) -> bool:
+        if index in self._held:
+            return True
+        fd = self._permit_fds[index]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+
     def _release(self, index: int) -> None:
         with self._lock:
             if index in self._held:
@@ -242,23 +340,19 @@ class ConcurrencyLimiter:
                 self._held.discard(index)
 
     @contextlib.contextmanager
-    def _cap_update(self) -> Iterator[tuple[int, float, float]]:
-        """Hold the cap file's flock (and the in-process lock); yield (cap, decreased_at, now)."""
+    def _cap_update(self) -> Iterator[tuple[CapRecord, float]]:
+        """Hold the cap file's flock (and the in-process lock); yield (record, now)."""
         self._check_fork()
         with self._cap_lock:
             fcntl.flock(self._cap_fd, fcntl.LOCK_EX)
             try:
-                record = os.pread(self._cap_fd, _CAP_RECORD_BYTES, 0).split()
-                decreased_at = _parse_time(record[1]) if len(record) == 3 else float("-inf")
-                yield self.cap, decreased_at, self._clock()
+                yield self._record(), self._clock()
             finally:
                 fcntl.flock(self._cap_fd, fcntl.LOCK_UN)
 
-    def _write_cap(self, cap: int, decreased_at: float) -> None:
-        # Fixed width, so a shorter record never leaves the tail of a longer one behind.
-        record = f"{cap} {decreased_at:.6f} {cap}".ljust(_CAP_RECORD_BYTES - 1) + "\n"
+    def _write(self, record: CapRecord) -> None:
         os.pwrite(self._cap_fd, record.encode(), 0)
-        self._last_cap = cap
+        self._last = record
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:

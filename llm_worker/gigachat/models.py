@@ -14,11 +14,15 @@ from typing import Any
 from llm_service.errors import TransientTaskError
 
 # error.code values (CONTRACT.md status "error"), by HTTP outcome.
-MODEL_BAD_REQUEST = "MODEL_BAD_REQUEST"  # 400, 422
+MODEL_BAD_REQUEST = "MODEL_BAD_REQUEST"  # 400
+MODEL_INVALID_PARAMS = "MODEL_INVALID_PARAMS"  # 422: the server's "Invalid params: ..." (message kept)
+# The prompt exceeds the model's context: found by counting before the call (context.py), or a 413
+# answer to a chat call. Permanent: the same input never fits that model.
+INPUT_TOO_LONG = "INPUT_TOO_LONG"
 MODEL_PAYMENT_REQUIRED = "MODEL_PAYMENT_REQUIRED"  # 402
 MODEL_FORBIDDEN = "MODEL_FORBIDDEN"  # 403
 MODEL_NOT_FOUND = "MODEL_NOT_FOUND"  # 404
-MODEL_PAYLOAD_TOO_LARGE = "MODEL_PAYLOAD_TOO_LARGE"  # 413
+MODEL_PAYLOAD_TOO_LARGE = "MODEL_PAYLOAD_TOO_LARGE"  # 413 to a file upload
 MODEL_REJECTED = "MODEL_REJECTED"  # any other 4xx
 MODEL_RATE_LIMITED = "MODEL_RATE_LIMITED"  # 429 after retries
 MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"  # 5xx, connection errors after retries
@@ -30,13 +34,18 @@ MODEL_BUSY = "MODEL_BUSY"  # no host-wide call slot became free before the deadl
 AUTH_FAILED = "AUTH_FAILED"
 AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"  # OAuth endpoint: 429, 5xx, connection errors after retries
 
+# Failures after which a chat call moves on to the model's fallback (GIGACHAT_FALLBACK_MODELS): the
+# model refused for load (429) or is down (5xx, unreachable) past the retry budget. An open breaker
+# (BreakerOpenError) moves on too.
+FALLBACK_CODES = frozenset({MODEL_RATE_LIMITED, MODEL_UNAVAILABLE})
+
 PERMANENT_BY_STATUS: Mapping[int, str] = {
     400: MODEL_BAD_REQUEST,
     402: MODEL_PAYMENT_REQUIRED,
     403: MODEL_FORBIDDEN,
     404: MODEL_NOT_FOUND,
     413: MODEL_PAYLOAD_TOO_LARGE,
-    422: MODEL_BAD_REQUEST,
+    422: MODEL_INVALID_PARAMS,
 }
 
 

@@ -354,3 +354,51 @@ def test_parallel_slow_calls_overlap(emulator: EmulatorProcess) -> None:
         thread.join(timeout=30)
     assert len(durations) == 32
     assert time.monotonic() - started < 3.0
+
+
+# --- per model (gigachat_emulator/per_model.py) ---
+
+
+def test_an_outage_of_one_model_leaves_the_others_answering(emulator: EmulatorProcess) -> None:
+    headers = bearer(emulator)
+    emulator.control("POST", "outage", json={"seconds": 30, "model": "GigaChat-2-Max"})
+    down = chat(emulator, headers, {**BODY, "model": "GigaChat-2-Max"})
+    assert (down.status_code, down.json()) == (503, {"status": 503, "message": "Service Unavailable"})
+    assert chat(emulator, headers, {**BODY, "model": "GigaChat-2-Pro"}).status_code == 200
+    assert chat(emulator, headers).status_code == 200
+    emulator.control("POST", "outage", json={"seconds": 0, "model": "GigaChat-2-Max"})
+    assert chat(emulator, headers, {**BODY, "model": "GigaChat-2-Max"}).status_code == 200
+    emulator.control("POST", "outage", json={"seconds": 30, "model": "GigaChat-2-Max"})
+    emulator.control("POST", "reset")  # a reset ends per-model outages too (and forgets tokens)
+    assert chat(emulator, bearer(emulator), {**BODY, "model": "GigaChat-2-Max"}).status_code == 200
+
+
+def test_per_model_error_rate_and_latency(emulator: EmulatorProcess) -> None:
+    headers = bearer(emulator)
+    config = emulator.configure(model_error_rate="GigaChat-2=1", model_latency={"GigaChat-2-Pro": 0.4})
+    assert config["model_error_rate"] == {"GigaChat-2": 1.0}
+    assert config["model_latency"] == {"GigaChat-2-Pro": 0.4}
+    assert chat(emulator, headers, {**BODY, "model": "GigaChat-2"}).status_code in (500, 429, 503)
+    started = time.monotonic()
+    assert chat(emulator, headers, {**BODY, "model": "GigaChat-2-Pro"}).status_code == 200
+    assert time.monotonic() - started >= 0.4
+    assert chat(emulator, headers).status_code == 200  # the other models keep the global settings
+    bad = requests.post(f"{emulator.base_url}/_emulator/config", json={"model_error_rate": "X=2"}, timeout=10)
+    assert bad.status_code == 400
+
+
+def test_tokens_count_agrees_with_the_billed_prompt_tokens(emulator: EmulatorProcess) -> None:
+    headers = bearer(emulator)
+    messages = [
+        {"role": "system", "content": "Ты помощник, отвечай кратко."},
+        {"role": "user", "content": "Summarise: the quarterly report, 2026 (draft) — revenue grew 12%."},
+    ]
+    counted = emulator.session.post(
+        f"{emulator.api_url}/tokens/count",
+        headers=headers,
+        json={"model": "GigaChat", "input": [m["content"] for m in messages]},
+        timeout=30,
+    ).json()
+    billed = chat(emulator, headers, {"model": "GigaChat", "messages": messages}).json()["usage"]
+    # Billed prompt = the counted tokens of each message + 3 per message for the role markers.
+    assert billed["prompt_tokens"] == sum(c["tokens"] for c in counted) + 3 * len(messages)

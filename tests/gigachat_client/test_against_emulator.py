@@ -24,7 +24,8 @@ from llm_service.config import Settings
 from llm_service.errors import BreakerOpenError, PermanentTaskError, TaskError, TransientTaskError
 from llm_service.log_lines import BREAKER_OPEN
 from llm_service.status_table import Breaker
-from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat.limiter import read_cap
 
 OAUTH_PATH = "/api/v2/oauth"
 CHAT_PATH = "/api/v1/chat/completions"
@@ -97,7 +98,7 @@ def make_client(settings: Settings, limiter: ConcurrencyLimiter | None = None) -
     return GigaChatClient(
         settings=settings,
         limiter=limiter or ConcurrencyLimiter.from_settings(settings),
-        breaker=ModelBreaker.from_settings(settings),
+        breakers=BreakerSet.from_settings(settings),
     )
 
 
@@ -212,11 +213,12 @@ def test_outage_opens_the_breaker_which_fails_fast_and_closes_after(
 ) -> None:
     caplog.set_level(logging.INFO, logger="llm_worker.gigachat.breaker")
     settings = settings_for(emulator, tmp_path, gigachat_breaker_fail_max=3, gigachat_breaker_reset_s=1.0)
-    breaker = ModelBreaker.from_settings(settings)
+    breakers = BreakerSet.from_settings(settings)
+    breaker = breakers.get("GigaChat")
     states: list[Breaker] = []
     breaker.on_change(states.append)
     client = GigaChatClient(
-        settings=settings, limiter=ConcurrencyLimiter.from_settings(settings), breaker=breaker
+        settings=settings, limiter=ConcurrencyLimiter.from_settings(settings), breakers=breakers
     )
     chat(client, "before")  # a token in hand before OAuth goes down too
     emulator.control("outage", {"seconds": 5})
@@ -227,6 +229,7 @@ def test_outage_opens_the_breaker_which_fails_fast_and_closes_after(
     assert not isinstance(first.value, BreakerOpenError)
     assert breaker.state is Breaker.OPEN
     assert BREAKER_OPEN % 3 in caplog.messages
+    assert "Circuit breaker OPEN for model GigaChat" in caplog.messages
     sent = len(emulator.calls(CHAT_PATH))
     started = time.monotonic()
     with pytest.raises(BreakerOpenError):
@@ -288,3 +291,34 @@ def test_files_upload_and_delete(emulator: Emulator, tmp_path: Path) -> None:
     client.delete_file(task_id="file-1", file_id=file_id)  # twice: already gone is fine
 
     assert file_id
+
+
+def test_the_cap_settles_at_or_below_the_accounts_limit_with_few_429s(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # Sanity, not timing: an account allowing 3 streams, a host allowing 16, two "processes".
+    emulator.control("config", {"max_concurrency": 3, "latency": 0.1})
+    settings = settings_for(emulator, tmp_path, gigachat_max_concurrency=16, gigachat_call_attempts=20)
+    limiters = [ConcurrencyLimiter.from_settings(settings) for _ in range(2)]
+    clients = [make_client(settings, lim) for lim in limiters]
+    errors: list[TaskError] = []
+
+    def worker(n: int) -> None:
+        for i in range(8):
+            try:
+                chat(clients[n % 2], f"acct-{n}-{i}", deadline_s=120)
+            except TaskError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+    statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
+    record = read_cap(limiters[0].directory)
+    assert errors == [] and statuses.count(200) == 64
+    assert record is not None and record.cap <= 3 and record.ceiling in (4, 5)  # learnt: 4 is refused
+    assert statuses.count(429) <= 6  # the slow start's overshoot, not one every few calls
+    print(f"\ncap vs 3-stream account: {statuses.count(429)} x 429 for 64 calls, cap {record}")

@@ -47,7 +47,7 @@ def test_opens_after_fail_max_consecutive_failures_and_logs_the_contract_line(
     assert breaker.state is Breaker.OPEN
     assert changes == [Breaker.OPEN]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert [r.getMessage() for r in warnings] == [BREAKER_OPEN % 3]
+    assert [r.getMessage() for r in warnings] == [BREAKER_OPEN % 3, "Circuit breaker OPEN for model gigachat"]
     assert warnings[0].getMessage() == "Circuit breaker OPEN after 3 failures"
 
 

@@ -10,8 +10,9 @@ import pytest
 import requests
 
 from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
-from llm_worker.gigachat import ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
+from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient
 from llm_worker.gigachat.budget import CallBudget
+from llm_worker.gigachat.limiter import read_cap
 from tests.gigachat_client.fakes import (
     API_URL,
     AUTH_KEY,
@@ -37,13 +38,14 @@ class Rig:
         self.settings = make_settings(tmp_path, **settings)
         self.session = FakeSession(script)
         self.limiter = ConcurrencyLimiter.from_settings(self.settings)
-        self.breaker = ModelBreaker(
+        self.breakers = BreakerSet(
             fail_max=self.settings.gigachat_breaker_fail_max, reset_timeout_s=15, clock=self.clock
         )
+        self.breaker = self.breakers.get("GigaChat")
         self.client = GigaChatClient(
             settings=self.settings,
             limiter=self.limiter,
-            breaker=self.breaker,
+            breakers=self.breakers,
             session_factory=lambda: self.session,
             clock=self.clock,
             sleep=self.clock.sleep,
@@ -140,11 +142,11 @@ def test_a_second_401_is_auth_failed(tmp_path: Path) -> None:
     ("status", "code"),
     [
         (400, "MODEL_BAD_REQUEST"),
-        (422, "MODEL_BAD_REQUEST"),
+        (422, "MODEL_INVALID_PARAMS"),
         (402, "MODEL_PAYMENT_REQUIRED"),
         (403, "MODEL_FORBIDDEN"),
         (404, "MODEL_NOT_FOUND"),
-        (413, "MODEL_PAYLOAD_TOO_LARGE"),
+        (413, "INPUT_TOO_LONG"),
         (418, "MODEL_REJECTED"),
     ],
 )
@@ -292,7 +294,9 @@ def test_limiter_learns_from_429_and_success(tmp_path: Path) -> None:
 
     rig.chat()
 
-    assert rig.limiter.cap == 2  # 4 halved once
+    record = read_cap(rig.limiter.directory)
+    # Refused with one call in flight: the account allows fewer than one more; the cap stays at 1.
+    assert record is not None and (record.cap, record.ceiling) == (1, 1)
     assert rig.limiter._held == set()  # the permit was released
 
 
@@ -337,3 +341,63 @@ def test_check_raises_auth_failed_on_a_bad_key(tmp_path: Path) -> None:
     with pytest.raises(PermanentTaskError) as caught:
         rig.client.check()
     assert caught.value.code == "AUTH_FAILED"
+
+
+def _chat_on(rig: Rig, model: str, *, fallback: bool = True) -> ChatResult:
+    return rig.client.chat(
+        task_id="t", messages=MESSAGES, model=model, params={}, deadline=rig.clock() + 120, fallback=fallback
+    )
+
+
+def _models_sent(rig: Rig) -> list[str]:
+    return [
+        json.loads(s.kwargs["data"])["model"] for s in rig.session.sent if s.url.endswith("/chat/completions")
+    ]
+
+
+def test_a_model_failing_past_its_retries_falls_back_to_the_next_of_its_chain(tmp_path: Path) -> None:
+    answer = {**chat_body(), "model": "GigaChat-2-Pro:2.0.28.2"}
+    script = Script(api=[response(503, "down"), response(503, "down"), response(200, answer)])
+    rig = Rig(
+        tmp_path,
+        script,
+        gigachat_call_attempts=2,
+        gigachat_fallback_models="GigaChat-2-Max=GigaChat-2-Pro,GigaChat-2",
+    )
+
+    result = _chat_on(rig, "GigaChat-2-Max")
+
+    assert result.model == "GigaChat-2-Pro:2.0.28.2"
+    assert _models_sent(rig) == ["GigaChat-2-Max", "GigaChat-2-Max", "GigaChat-2-Pro"]
+    assert rig.breakers.get("GigaChat-2-Pro").failure_count == 0  # breakers are per model
+    assert rig.breakers.get("GigaChat-2-Max").failure_count == 2
+
+
+def test_fallback_false_and_permanent_errors_stay_on_the_model(tmp_path: Path) -> None:
+    script = Script(api=[response(429, {}), response(429, {}), response(200, chat_body())])
+    rig = Rig(
+        tmp_path, script, gigachat_call_attempts=2, gigachat_fallback_models="GigaChat-2-Max=GigaChat-2"
+    )
+    with pytest.raises(TransientTaskError) as caught:
+        _chat_on(rig, "GigaChat-2-Max", fallback=False)
+    assert caught.value.code == "MODEL_RATE_LIMITED"
+    assert _models_sent(rig) == ["GigaChat-2-Max", "GigaChat-2-Max"]
+
+    rig = Rig(
+        tmp_path / "b",
+        Script(api=[response(422, {"message": "Invalid params: x"})]),
+        gigachat_fallback_models="GigaChat-2-Max=GigaChat-2",
+    )
+    with pytest.raises(PermanentTaskError) as permanent:
+        _chat_on(rig, "GigaChat-2-Max")
+    assert permanent.value.code == "MODEL_INVALID_PARAMS" and "Invalid params: x" in str(permanent.value)
+    assert _models_sent(rig) == ["GigaChat-2-Max"]
+
+
+def test_when_the_whole_chain_fails_the_first_models_failure_is_raised(tmp_path: Path) -> None:
+    script = Script(api=[response(503, "down"), response(429, {})])
+    rig = Rig(tmp_path, script, gigachat_call_attempts=1, gigachat_fallback_models="A-Model=B-Model")
+    with pytest.raises(TransientTaskError) as caught:
+        _chat_on(rig, "A-Model")
+    assert caught.value.code == "MODEL_UNAVAILABLE" and not isinstance(caught.value, BreakerOpenError)
+    assert _models_sent(rig) == ["A-Model", "B-Model"]

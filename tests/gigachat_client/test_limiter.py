@@ -13,62 +13,113 @@ from pathlib import Path
 import pytest
 
 from llm_service.errors import TransientTaskError
-from llm_worker.gigachat.limiter import ConcurrencyLimiter, default_directory
+from llm_worker.gigachat.limiter import ConcurrencyLimiter, default_directory, read_cap
 from tests.gigachat_client.fakes import FakeClock, make_settings
 
 
-def limiter(directory: Path, max_concurrency: int = 8, clock: FakeClock | None = None) -> ConcurrencyLimiter:
+def limiter(
+    directory: Path, max_concurrency: int = 8, clock: FakeClock | None = None, *, cold: bool = False
+) -> ConcurrencyLimiter:
+    """A limiter in ``directory``; unless ``cold``, past slow start (its cap at ``max_concurrency``)."""
     clock = clock or FakeClock()
-    return ConcurrencyLimiter(
-        directory=directory, max_concurrency=max_concurrency, increase_after=3, clock=clock, sleep=clock.sleep
+    lim = ConcurrencyLimiter(
+        directory=directory,
+        max_concurrency=max_concurrency,
+        increase_after=3,
+        probe_after_s=30.0,
+        clock=clock,
+        sleep=clock.sleep,
     )
-
-
-def test_aimd_halves_once_per_window_never_below_one(tmp_path: Path) -> None:
-    clock = FakeClock()
-    lim = limiter(tmp_path, 8, clock)
-    assert lim.cap == 8
-
-    lim.on_rate_limited()
-    lim.on_rate_limited()  # same burst: counted once
-    assert lim.cap == 4
-    for expected in (2, 1, 1):
-        clock.advance(1.0)
-        lim.on_rate_limited()
-        assert lim.cap == expected
-
-
-def test_a_429_of_a_call_sent_after_the_decrease_halves_again_at_once(tmp_path: Path) -> None:
-    clock = FakeClock()
-    lim = limiter(tmp_path, 8, clock)
-    old = lim.acquire(deadline=clock() + 1)
-    lim.on_rate_limited(sent_at=old.acquired_at)
-    assert lim.cap == 4
-
-    clock.advance(0.1)
-    lim.on_rate_limited(sent_at=old.acquired_at)  # in flight before the decrease: same burst
-    assert lim.cap == 4
-    new = lim.acquire(deadline=clock() + 1)
-    clock.advance(0.1)
-    lim.on_rate_limited(sent_at=new.acquired_at)  # sent under the new cap: still too many
-    assert lim.cap == 2
-
-
-def test_aimd_grows_by_one_per_n_successes_up_to_max(tmp_path: Path) -> None:
-    clock = FakeClock()
-    lim = limiter(tmp_path, 3, clock)
-    lim.on_rate_limited()
-    assert lim.cap == 1
-
-    for _ in range(3):
+    while not cold and lim.cap < max_concurrency:
         lim.on_success()
-    assert lim.cap == 1  # successes right after a decrease don't count
-    clock.advance(1.0)
+    return lim
+
+
+def test_slow_start_from_one_grows_by_one_per_success_up_to_max(tmp_path: Path) -> None:
+    lim = limiter(tmp_path, 4, cold=True)
+    assert lim.cap == 1  # a new account: one call until it proves more are fine
     caps = []
-    for _ in range(9):
+    for _ in range(5):
         lim.on_success()
         caps.append(lim.cap)
-    assert caps == [1, 1, 2, 2, 2, 3, 3, 3, 3]
+    assert caps == [2, 3, 4, 4, 4]
+
+
+def test_a_429_caps_one_below_the_calls_in_flight_and_each_refusal_of_the_burst_one_more(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    lim = limiter(tmp_path, 8, clock)
+    for _ in range(7):
+        lim.on_success()
+    assert lim.cap == 8
+    permits = [lim.acquire(deadline=clock() + 1) for _ in range(5)]  # the account allows 4
+
+    lim.on_rate_limited(sent_at=permits[4].acquired_at)
+    assert lim.cap == 4
+    record = read_cap(tmp_path)
+    assert record is not None and record.ceiling == 5
+    lim.on_rate_limited(sent_at=permits[3].acquired_at)  # same burst: one more refused of the 5
+    assert lim.cap == 3
+    record = read_cap(tmp_path)
+    assert record is not None and record.ceiling == 4
+    for permit in permits:
+        permit.release()
+    clock.advance(0.1)
+    late = [lim.acquire(deadline=clock() + 1) for _ in range(2)]
+    lim.on_rate_limited(sent_at=late[1].acquired_at)  # sent under the new cap and still refused
+    assert lim.cap == 1  # refused with 2 in flight: 1 fits
+    for permit in late:
+        permit.release()
+
+
+def test_below_the_ceiling_it_grows_per_n_successes_and_retries_the_ceiling_rarely(tmp_path: Path) -> None:
+    clock = FakeClock()
+    lim = limiter(tmp_path, 8, clock)
+    for _ in range(7):
+        lim.on_success()
+    permits = [lim.acquire(deadline=clock() + 1) for _ in range(6)]
+    lim.on_rate_limited(sent_at=permits[-1].acquired_at)
+    for permit in permits:
+        permit.release()
+    assert lim.cap == 5  # refused at 6
+    lim.on_rate_limited()  # a second refusal of the same burst: 4 fit
+    assert lim.cap == 4
+    clock.advance(1.0)
+    for _ in range(30):
+        lim.on_success()
+    assert lim.cap == 4  # the refused level is not tried again within GIGACHAT_CAP_PROBE_S
+    clock.advance(30.0)
+    for _ in range(3):
+        lim.on_success()
+    assert lim.cap == 5  # one probe of the refused level after the interval
+
+
+def test_a_lower_refusal_lowers_the_ceiling_then_growth_resumes_after_the_interval(tmp_path: Path) -> None:
+    clock = FakeClock()
+    lim = limiter(tmp_path, 8, clock)
+    for _ in range(7):
+        lim.on_success()
+    permits = [lim.acquire(deadline=clock() + 1) for _ in range(6)]
+    lim.on_rate_limited(sent_at=permits[-1].acquired_at)  # ceiling 6, cap 5
+    for permit in permits:
+        permit.release()
+    clock.advance(1.0)
+    few = [lim.acquire(deadline=clock() + 1) for _ in range(2)]
+    lim.on_rate_limited(sent_at=few[-1].acquired_at)  # e.g. another host on the account: cap 1
+    for permit in few:
+        permit.release()
+    assert lim.cap == 1
+    clock.advance(1.0)
+    for _ in range(6):
+        lim.on_success()
+    assert lim.cap == 1  # refused at 2 a moment ago
+    clock.advance(30.0)
+    caps = []
+    for _ in range(6):
+        lim.on_success()
+        caps.append(lim.cap)
+    assert caps == [1, 1, 2, 2, 2, 3]  # then additive increase, one per 3 successes
 
 
 def test_instances_share_the_cap_and_the_permits(tmp_path: Path) -> None:
@@ -189,3 +240,18 @@ def test_acquire_release_overhead(tmp_path: Path) -> None:
 
     print(f"\nlimiter: acquire+release {per_pair_us:.1f} us, on_success {per_report_us:.1f} us")
     assert per_pair_us < 500  # generous bound for loaded CI machines; typically ~10 us
+
+
+def test_after_a_decrease_new_calls_wait_for_the_calls_above_the_cap(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first, second = limiter(tmp_path, 4, clock), limiter(tmp_path, 4, clock)
+    held = [second.acquire(deadline=clock() + 1) for _ in range(3)]  # permits 0, 1, 2
+    first.on_rate_limited(sent_at=clock() + 1)  # refused with 3 in flight: cap 2
+    assert first.cap == 2
+    held[0].release()  # permit 0 is free, but permit 2 (above the cap) is still busy
+    with pytest.raises(TransientTaskError):
+        first.acquire(deadline=clock() + 0.05)  # sending now would only be refused again
+    held[2].release()
+    with first.acquire(deadline=clock() + 1) as permit:
+        assert permit.index == 0
+    held[1].release()

@@ -186,6 +186,7 @@ class EmulatorControl:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self._saved = requests.get(f"{self.url}/_emulator/config", timeout=10).json()
+        self._models_out: set[str] = set()
 
     def config(self, **changes: Any) -> dict[str, Any]:
         response = requests.post(f"{self.url}/_emulator/config", json=changes, timeout=10)
@@ -204,6 +205,21 @@ class EmulatorControl:
         counts: dict[str, int] = body["per_request_id"]
         return counts
 
+    def model_outage(self, model: str, seconds: float) -> None:
+        """An outage of one model only (gigachat_emulator/per_model.py); 0 ends it."""
+        self._models_out.add(model)
+        requests.post(
+            f"{self.url}/_emulator/outage", json={"seconds": seconds, "model": model}, timeout=10
+        ).raise_for_status()
+
+    def calls(self, request_id: str) -> list[dict[str, Any]]:
+        """The emulator's log of the calls made with this X-Request-ID (a task's id)."""
+        body = requests.get(
+            f"{self.url}/_emulator/calls", params={"request_id": request_id}, timeout=30
+        ).json()
+        calls: list[dict[str, Any]] = body["calls"]
+        return calls
+
     def ok_calls_per_task(self) -> dict[str, int]:
         body = requests.get(f"{self.url}/_emulator/calls", timeout=30).json()
         counts: dict[str, int] = body["per_request_id_ok"]
@@ -211,6 +227,8 @@ class EmulatorControl:
 
     def restore(self) -> None:
         requests.post(f"{self.url}/_emulator/outage", json={"seconds": 0}, timeout=10)
+        for model in self._models_out:
+            requests.post(f"{self.url}/_emulator/outage", json={"seconds": 0, "model": model}, timeout=10)
         requests.post(f"{self.url}/_emulator/config", json=self._saved, timeout=10).raise_for_status()
 
 

@@ -115,6 +115,7 @@ class FakeModel:
     def __init__(self, *outcomes: ChatResult | Exception) -> None:
         self.outcomes = list(outcomes) or [ANSWER]
         self.calls: list[list[dict[str, Any]]] = []
+        self.sent: list[tuple[dict[str, Any], bool]] = []  # (params, fallback) per call
         self.uploads: list[str] = []
         self.deleted: list[str] = []
 
@@ -126,11 +127,13 @@ class FakeModel:
         model: str,
         params: Mapping[str, Any],
         deadline: float,
+        fallback: bool = True,
         budget: CallBudget | None = None,
     ) -> ChatResult:
         if budget is not None and not budget.take():
             raise TransientTaskError("no calls left", code="MODEL_UNAVAILABLE")
         self.calls.append(messages)
+        self.sent.append((dict(params), fallback))
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         if isinstance(outcome, Exception):
             raise outcome
@@ -203,7 +206,7 @@ class Harness:
             task_timeout_s=60,
             leases=TaskLeases(directory=Path(self._leases.name)),
             max_model_calls=max_model_calls,
-            breaker_open=lambda: breaker_open,
+            breaker_open=lambda model: breaker_open,
             breaker_poll_s=0.0,
         )
         self.owned = True
@@ -237,6 +240,25 @@ def test_happy_path_with_text_input() -> None:
     )
     assert h.progress.finished == [True]
     assert h.progress.stages[:3] == [Stage.READING_INPUT, Stage.CALLING_MODEL, Stage.WRITING_RESULT]
+
+
+def test_completed_names_the_model_and_fallback_false_reaches_the_client_not_the_model() -> None:
+    h = Harness()
+    body = {"task_id": "t1", "prompt": "x", "params": {"temperature": 0.5, "fallback": False}}
+    assert h.run(body) is Outcome.DONE
+
+    assert h.model.sent == [({"temperature": 0.5}, False)]
+    assert h.publisher.statuses[-1]["model"] == ANSWER.model
+    h2 = Harness()
+    h2.run({"task_id": "t2", "prompt": "x"})
+    assert h2.model.sent == [({}, True)]  # fallback allowed unless the task forbids it
+
+
+def test_a_non_boolean_fallback_param_is_rejected() -> None:
+    h = Harness()
+    assert h.run({"task_id": "t1", "prompt": "x", "params": {"fallback": "no"}}) is Outcome.DONE
+    assert h.model.calls == []
+    assert h.publisher.statuses[-1]["error"]["code"] == "INVALID_TASK"
 
 
 def test_existing_result_is_re_emitted_without_calling_the_model() -> None:
