@@ -257,6 +257,28 @@ class StatusTable:
         self._buf[base : base + RECORD_SIZE] = bytes(RECORD_SIZE)
         self._stuck.pop(slot, None)  # a new writer counts from 0 and may pass the old stuck value
 
+    def sequence(self, slot: int) -> int:
+        """The slot's sequence counter: unchanged since a read means the record is unchanged too.
+
+        Even when no write is under way. The control area is not covered (the supervisor writes it).
+        """
+        pos, packer = _FIELD_AT["seq"]
+        value: int = packer.unpack_from(self._buf, self._base(slot) + pos)[0]
+        return value
+
+    def control_values(self, slot: int) -> tuple[bool, bool, int]:
+        """The slot's control area as a snapshot shows it: (intake paused, drain, concurrency cap)."""
+        base = self._base(slot)
+        paused, drain, cap = (
+            packer.unpack_from(self._buf, base + pos)[0]
+            for pos, packer in (
+                _CONTROL_AT["intake_paused"],
+                _CONTROL_AT["drain"],
+                _CONTROL_AT["concurrency_cap"],
+            )
+        )
+        return bool(paused), bool(drain), int(cap)
+
     def read(self, slot: int) -> SlotSnapshot:
         """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer.
 
