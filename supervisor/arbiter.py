@@ -132,7 +132,9 @@ class Arbiter:
 
     def start(self) -> None:
         self._signals.install()
-        self._p.selector.register(self._signals.fileno(), selectors.EVENT_READ, lambda mask: None)
+        self._p.selector.register(
+            self._signals.fileno(), selectors.EVENT_READ, lambda mask: self._signals.drain()
+        )
         self._server.open()
         self._open_metrics()
         log.info(
@@ -222,6 +224,8 @@ class Arbiter:
         return deadlines
 
     def handle_signals(self) -> None:
+        if not self._signals.pending():
+            return  # the common turn: no read of an empty pipe (an exception each time)
         for sig in self._signals.pop():
             self._on_signal(sig)
 
