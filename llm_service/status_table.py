@@ -139,6 +139,24 @@ def _offsets(
 
 
 _FIELD_AT, _AFTER_FIELDS = _offsets(_FIELDS, 0)
+
+
+def _whole(fields: dict[str, tuple[int, struct.Struct]]) -> struct.Struct:
+    """One struct for all fields, alignment gaps as pad bytes: the reader unpacks them in one call.
+
+    struct loads each field on its own (no bulk memcpy, see StatusTable.read), ~60 times faster than
+    ~60 calls from Python, which were most of the supervisor's CPU at 64 tasks/s.
+    """
+    fmt, pos = "<", 0
+    for at, packer in fields.values():
+        fmt += f"{at - pos}x" if at > pos else ""
+        fmt += packer.format.lstrip("<")
+        pos = at + packer.size
+    return struct.Struct(fmt)
+
+
+_ALL_FIELDS = _whole(_FIELD_AT)
+_FIELD_NAMES = tuple(_FIELD_AT)
 _CONTROL_AT, _AFTER_CONTROL = _offsets(_CONTROL, _AFTER_FIELDS)
 _TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
 _HELD_AT = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
@@ -257,6 +275,28 @@ class StatusTable:
         self._buf[base : base + RECORD_SIZE] = bytes(RECORD_SIZE)
         self._stuck.pop(slot, None)  # a new writer counts from 0 and may pass the old stuck value
 
+    def sequence(self, slot: int) -> int:
+        """The slot's sequence counter: unchanged since a read means the record is unchanged too.
+
+        Even when no write is under way. The control area is not covered (the supervisor writes it).
+        """
+        pos, packer = _FIELD_AT["seq"]
+        value: int = packer.unpack_from(self._buf, self._base(slot) + pos)[0]
+        return value
+
+    def control_values(self, slot: int) -> tuple[bool, bool, int]:
+        """The slot's control area as a snapshot shows it: (intake paused, drain, concurrency cap)."""
+        base = self._base(slot)
+        paused, drain, cap = (
+            packer.unpack_from(self._buf, base + pos)[0]
+            for pos, packer in (
+                _CONTROL_AT["intake_paused"],
+                _CONTROL_AT["drain"],
+                _CONTROL_AT["concurrency_cap"],
+            )
+        )
+        return bool(paused), bool(drain), int(cap)
+
     def read(self, slot: int) -> SlotSnapshot:
         """A consistent snapshot of one slot; retries while a write overlaps. Never blocks the writer.
 
@@ -313,7 +353,7 @@ _Values = dict[str, Any]  # what struct unpacked: ints and floats by field
 
 def _read_values(view: memoryview) -> tuple[_Values, _Values, list[tuple[float, int, bytes]]]:
     """The record's raw values, each read on its own; no interpretation until the read is known good."""
-    fields = {name: packer.unpack_from(view, pos)[0] for name, (pos, packer) in _FIELD_AT.items()}
+    fields = dict(zip(_FIELD_NAMES, _ALL_FIELDS.unpack_from(view, 0), strict=True))
     control = {name: packer.unpack_from(view, pos)[0] for name, (pos, packer) in _CONTROL_AT.items()}
     tasks = []
     for i in range(MAX_TRACKED_TASKS):

@@ -79,14 +79,23 @@ class Storage:
         )
 
     def read_json(self, ref: ObjectRef) -> dict[str, Any] | None:
-        """A JSON object stored at ``ref``; None when there is none (or it is not a JSON object)."""
+        """A JSON object stored at ``ref``; None when there is none (or it is not a JSON object).
+
+        Asked on every task for objects that are almost never there (the redelivery checks), so a
+        HEAD goes first: its "not found" is a bodiless 404, where a GET's is an XML error document
+        the client parses. Only an object that exists costs the GET as well.
+        """
         try:
-            data = self._read(ref, MAX_JSON_OBJECT_BYTES)
+            stat = self._call(
+                lambda: self._client.stat_object(ref.bucket, ref.key), f"stat {_where(ref)}", ref
+            )
+            too_large = (stat.size or 0) > MAX_JSON_OBJECT_BYTES  # not worth a download
+            data = b"" if too_large else self._read(ref, MAX_JSON_OBJECT_BYTES)
         except PermanentTaskError as exc:
             if exc.code == codes.INPUT_NOT_FOUND:
                 return None
             raise
-        if len(data) > MAX_JSON_OBJECT_BYTES:
+        if too_large or len(data) > MAX_JSON_OBJECT_BYTES:
             log.warning(
                 "object %s is over %d bytes; treating it as absent", _where(ref), MAX_JSON_OBJECT_BYTES
             )

@@ -49,8 +49,12 @@ from supervisor.spawn import Clock, ProcessOps
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.25  # longest sleep of the loop: heartbeat checks and STARTING -> RUNNING need no more
+# The loop sleeps until the next thing due: a psutil sample (SAMPLE_S), a worker's heartbeat deadline,
+# a retry or stop deadline, the watchdog; signals (SIGCHLD too) and sockets wake it at once. Only a
+# change nobody signals is polled for, every TICK_S: a starting worker reporting RUNNING, a stop.
+TICK_S = 0.25
 SAMPLE_S = 1.0  # psutil sampling period for the limit windows
+HEARTBEAT_SLACK_S = 0.01  # wake just past a heartbeat deadline: "silent longer than" needs time to pass
 
 
 @dataclass(kw_only=True)
@@ -128,7 +132,9 @@ class Arbiter:
 
     def start(self) -> None:
         self._signals.install()
-        self._p.selector.register(self._signals.fileno(), selectors.EVENT_READ, lambda mask: None)
+        self._p.selector.register(
+            self._signals.fileno(), selectors.EVENT_READ, lambda mask: self._signals.drain()
+        )
         self._server.open()
         self._open_metrics()
         log.info(
@@ -196,7 +202,9 @@ class Arbiter:
 
     def _timeout(self) -> float:
         now = self._clock.monotonic()
-        due = [now + TICK_S, self._next_sample]
+        due = [self._next_sample, *self._heartbeat_deadlines()]
+        if self._stop_mode is not None or any(s.state is SlotState.STARTING for s in self.pool.slots):
+            due.append(now + TICK_S)
         due += [s.retry_at for s in self.pool.slots if s.state in (SlotState.BACKOFF, SlotState.FATAL)]
         due += [s.deadline for s in self.pool.slots if s.state in (SlotState.DRAINING, SlotState.STOPPING)]
         watchdog = self._p.notifier.next_due()
@@ -204,7 +212,20 @@ class Arbiter:
             due.append(watchdog)
         return max(0.0, min(due) - now)
 
+    def _heartbeat_deadlines(self) -> list[float]:
+        """When each watched worker would be silent too long, judged by its last reading (or sooner)."""
+        timeout = self.settings.worker_heartbeat_timeout + HEARTBEAT_SLACK_S
+        deadlines = []
+        for slot in self.pool.slots:
+            if slot.state in (SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING):
+                snap = self._snapshots.get(slot.index)
+                beat = snap.heartbeat if snap is not None and snap.pid == slot.pid else 0.0
+                deadlines.append(max(beat, slot.spawned_at) + timeout)
+        return deadlines
+
     def handle_signals(self) -> None:
+        if not self._signals.pending():
+            return  # the common turn: no read of an empty pipe (an exception each time)
         for sig in self._signals.pop():
             self._on_signal(sig)
 

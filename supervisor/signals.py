@@ -48,13 +48,21 @@ class SignalNotes:
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self._notes.append(signum)  # deque.append is atomic; nothing else happens here
 
-    def pop(self) -> list[int]:
-        """Every signal noted since the last call, oldest first; also empties the wakeup pipe."""
+    def pending(self) -> bool:
+        """A signal was noted and not popped yet (no system call: the loop asks on every turn)."""
+        return bool(self._notes)
+
+    def drain(self) -> None:
+        """Empty the wakeup pipe; the loop's selector calls it when the pipe is readable."""
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
+
+    def pop(self) -> list[int]:
+        """Every signal noted since the last call, oldest first; also empties the wakeup pipe."""
+        self.drain()
         notes: list[int] = []
         while self._notes:
             notes.append(self._notes.popleft())

@@ -14,7 +14,7 @@ import pytest
 from llm_service.config import Settings
 from llm_service.errors import ConfigError
 from llm_service.status_table import StatusTable, WorkerState
-from supervisor.arbiter import SAMPLE_S, Arbiter, Parts
+from supervisor.arbiter import HEARTBEAT_SLACK_S, SAMPLE_S, TICK_S, Arbiter, Parts
 from supervisor.limits import HostReading, ProcReading
 from supervisor.protocol import Request
 from supervisor.sdnotify import Notifier
@@ -275,3 +275,26 @@ def test_signals_map_to_commands(world: World) -> None:
     assert world.arbiter.pool.wanted == 3
     world.arbiter._on_signal(signal.SIGUSR1)
     assert all(world.ops.sent(p) == ["SIGUSR1"] for p in world.arbiter.pool.pids())
+
+
+def test_the_loop_sleeps_until_the_next_due_item_once_workers_run(tmp_path: Path) -> None:
+    w = World(tmp_path, worker_heartbeat_timeout=2.0)
+    try:
+        w.arbiter.pool.fill()
+        assert w.arbiter._timeout() <= TICK_S  # starting workers: their RUNNING is polled for
+        w.run_workers()
+        w.step()
+        w.clock.advance(SAMPLE_S)
+        w.run_workers()
+        w.step()  # the psutil sample is taken; the next one is SAMPLE_S away
+        assert w.arbiter._timeout() == pytest.approx(SAMPLE_S)  # not woken every TICK_S for nothing
+        w.clock.advance(0.9)
+        w.step()
+        w.clock.advance(0.9)  # no heartbeat for 1.8 s: the 2 s deadline comes before the next sample
+        w.step()
+        assert w.arbiter._timeout() == pytest.approx(0.2 + HEARTBEAT_SLACK_S)
+        w.clock.advance(w.arbiter._timeout())
+        w.step()
+        assert {s.state for s in w.arbiter.pool.slots[:2]} == {SlotState.STOPPING}  # judged hung on time
+    finally:
+        w.close()

@@ -105,3 +105,22 @@ def test_an_unreadable_object_at_an_output_key_counts_as_absent(
     client.put_object(BUCKET, f"{unique_name}/odd.json", io.BytesIO(data), len(data))
     storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
     assert storage.read_json(ObjectRef(BUCKET, f"{unique_name}/odd.json")) is None
+
+
+def test_a_missing_json_object_costs_a_head_and_no_get(stack: Stack, unique_name: str) -> None:
+    client = _client(stack)
+    gets: list[str] = []
+    real_get = client.get_object
+
+    def counted_get(bucket_name: str, object_name: str, *args: Any, **kwargs: Any) -> Any:
+        gets.append(object_name)
+        return real_get(bucket_name, object_name, *args, **kwargs)
+
+    client.get_object = counted_get  # type: ignore[method-assign]
+    storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    assert storage.read_json(ObjectRef(BUCKET, f"{unique_name}/absent.json")) is None
+    assert gets == []  # the redelivery checks of a first delivery: a bodiless 404 only
+    body = b'{"task_id": "t-1"}'
+    client.put_object(BUCKET, f"{unique_name}/there.json", io.BytesIO(body), len(body))
+    assert storage.read_json(ObjectRef(BUCKET, f"{unique_name}/there.json")) == {"task_id": "t-1"}
+    assert gets == [f"{unique_name}/there.json"]
