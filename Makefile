@@ -49,11 +49,10 @@ stack-status: install
 test: provision
 	pytest
 
-## Benchmarks: each prints JSON figures (run on an otherwise idle machine).
+## The benchmark, side by side with hand-written loops, in one run (about 25 min on 2 cores; run it on an
+## otherwise idle machine): writes docs/performance.md, its plots and JSON under docs/performance/.
 bench: provision
-	python bench/emulator_latency.py
-	python bench/worker_throughput.py
-	python -m bench.restart_latency
+	python -m bench.run
 
 lint: install
 	ruff check .

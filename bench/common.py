@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import statistics
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,13 @@ def private_stack(tmp: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+
+
+def scripts_on_path() -> None:
+    """Put this interpreter's console scripts (llm-supervisor) first on PATH, also when not run by make."""
+    scripts = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def fresh_names(stack: Stack, label: str, *, partitions: int = 8) -> Names:

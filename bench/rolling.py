@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
@@ -24,6 +25,7 @@ from tests.supervisor.harness import Supervisor
 from tests.worker.harness import Names, StatusLog, task_bytes
 
 WORKERS = 2
+CHANGED = "TASK_RETRY_BACKOFF_MAX_S"  # a worker setting no task of the run depends on (no retries)
 
 
 class Feeder:
@@ -60,12 +62,16 @@ def measure(run: Run, point: Point, *, steady_s: float) -> dict[str, Any]:
         WORKER_MAX_CONCURRENT_TASKS=str(max(1, point.concurrency // WORKERS)),
         GIGACHAT_MAX_CONCURRENCY=str(point.concurrency),
     )
-    sup = Supervisor(env=env, tmp_path=folder, fake=False, name="sup")
+    # SIGHUP replaces the workers only when a worker setting changed: the run edits this file first,
+    # as an operator edits .env (the environment wins over the file, so the setting leaves it).
+    env_file = folder / "service.env"
+    env_file.write_text(f"{CHANGED}={env.pop(CHANGED)}\n")
+    sup = Supervisor(env=env, tmp_path=folder, fake=False, env_file=env_file, name="sup")
     status_log = StatusLog(run.stack.kafka_bootstrap, names.status)
     feeder = Feeder(run=run, names=names, backlog=4 * point.concurrency)
     try:
         old = {w["pid"] for w in sup.running(WORKERS, timeout=180)}
-        marks = _phases(sup, status_log, feeder, old, steady_s)
+        marks = _phases(sup, status_log, feeder=feeder, old=old, steady_s=steady_s, env_file=env_file)
         finals = status_log.wait_finals(feeder.ids, timeout=300)
     except AssertionError:
         sys.stderr.write(sup.log_text()[-6000:])
@@ -96,7 +102,7 @@ class Finals:
 
 
 def _phases(
-    sup: Supervisor, status_log: StatusLog, feeder: Feeder, old: set[int], steady_s: float
+    sup: Supervisor, status_log: StatusLog, *, feeder: Feeder, old: set[int], steady_s: float, env_file: Path
 ) -> dict[str, float]:
     """Feed tasks through steady state, SIGHUP, the replacement and as long again after it."""
     finished = Finals(status_log)
@@ -107,6 +113,7 @@ def _phases(
     started = time.time()
     while time.time() - started < steady_s:
         feeder.top_up(finished())
+    env_file.write_text(f"{CHANGED}=3\n")
     hup = time.time()
     sup.signal(signal.SIGHUP)
     while not _replaced(sup, old):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, restart_latency, rolling, systems
-from bench.common import private_stack, seed_inputs
+from bench.common import private_stack, scripts_on_path, seed_inputs
 from bench.systems import Point, Run
 from devstack.stack import Stack
 from tests.worker.harness import EmulatorControl
@@ -105,6 +105,7 @@ def measure_grid(run: Run, emulator: EmulatorControl, args: argparse.Namespace) 
 def collect(stack: Stack, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Every measurement on ``stack``, then the goals: the whole JSON document."""
     started, load = time.time(), os.getloadavg()
+    scripts_on_path()
     run = Run(stack=stack, inputs=seed_inputs(stack), tmp=tmp)
     emulator = EmulatorControl(stack.emulator_url)
     try:
@@ -149,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the stack and every process started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    # The service's console scripts (llm-supervisor) sit next to this interpreter, also outside make.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp, private_stack(Path(tmp)) as stack:
         document = collect(stack, args, Path(tmp))
     path = report.write(document, args.out)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: the repository root holds the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import systems
-from bench.common import private_stack, seed_inputs
+from bench.common import private_stack, scripts_on_path, seed_inputs
 from tests.worker.harness import EmulatorControl
 
 
@@ -34,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=1.0, help="emulator latency per call, seconds")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    scripts_on_path()
     point = systems.Point(latency_s=args.latency, concurrency=args.concurrency, tasks=args.tasks)
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp, private_stack(Path(tmp)) as stack:
         EmulatorControl(stack.emulator_url).config(
