@@ -17,6 +17,15 @@ def _num(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _budget(settings: dict[str, Any]) -> str:
+    if settings["quick"]:
+        return "The quick version runs 50 tasks per system (10 for the one-at-a-time loop)."
+    return (
+        f"Each point runs about {settings['seconds_per_point']:g} s worth of tasks at the lower of C / L "
+        "and 60 tasks/s, and at least two waves of C, after a warm-up of 16 tasks that is not measured."
+    )
+
+
 def _intro(document: dict[str, Any]) -> str:
     machine, settings = document["machine"], document["settings"]
     kind = "the quick version (one point)" if settings["quick"] else "the full grid"
@@ -48,8 +57,7 @@ first RECEIVED status to the last final one; task latency from a task's RECEIVED
 CPU time is user + system time of each process (psutil) over the run, per kind of process: the
 service's own (supervisor, workers) or the peer's, and the stack's (broker, S3 server, emulator), which
 works for every system; "all" adds them up. The benchmark's own process (sending tasks, reading
-statuses) is the user and is not counted. Each point runs about {settings["seconds_per_point"]:g} s
-worth of tasks at the lower of C / L and 60 tasks/s, and at least two waves of C.
+statuses) is the user and is not counted. {_budget(settings)}
 
 The machine may be shared with other work while the benchmark runs: compare systems within one run
 (they ran minutes apart on the same stack), not figures across runs.

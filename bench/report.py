@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,18 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [docs]``: draw the plots and the page again from the saved JSON."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out", type=Path, nargs="?", default=Path("docs"))
+    args = parser.parse_args(argv)
+    document = json.loads((args.out / "performance" / "results.json").read_text())
+    document["goals"] = goals(document)
+    print(write(document, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
