@@ -122,7 +122,7 @@ def _plot_throughput(document: dict[str, Any], path: Path) -> Path:
                 label=system,
             )
         ax.axhline(GOAL_RATIO, color="grey", linestyle="--", linewidth=1, label="goal 0.95")
-        ax.set_xscale("log", base=2)
+        _concurrency_axis(ax, document)
         ax.set_ylim(0, 1.1)
         ax.set_title(f"L = {latency:g} s")
         ax.set_xlabel("C, tasks in flight")
@@ -164,7 +164,7 @@ def _plot_latency(document: dict[str, Any], path: Path) -> Path:
                 cs, [r["latency_p99_s"] for r in rows], marker="^", linestyle=":", color=line[0].get_color()
             )
         ax.axhline(latency, color="grey", linestyle="--", linewidth=1, label="L")
-        ax.set_xscale("log", base=2)
+        _concurrency_axis(ax, document)
         ax.set_title(f"task latency (p50 solid, p99 dotted), L = {latency:g} s")
         ax.set_xlabel("C, tasks in flight")
         ax.set_ylabel("RECEIVED -> final, s")
@@ -185,6 +185,14 @@ def _plot_rolling(document: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("tasks/s")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _concurrency_axis(ax: Any, document: dict[str, Any]) -> None:
+    """C on a log scale, ticked at the values measured (8, 64, 256) rather than at powers of two."""
+    values = sorted({r["concurrency"] for r in document["runs"] if r["system"] != ONE_AT_A_TIME})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
 
 
 def _save(fig: Any, path: Path) -> Path:
