@@ -49,10 +49,12 @@ stack-status: install
 test: provision
 	pytest
 
-## The benchmark, side by side with hand-written loops, in one run (about 25 min on 2 cores; run it on an
-## otherwise idle machine): writes docs/performance.md, its plots and JSON under docs/performance/.
+## The benchmark, side by side with hand-written loops, in one run (about 30 min on 2 cores; 15 with
+## BENCH_ARGS=--seconds=6; run it on an otherwise idle machine): writes docs/performance.md, its plots
+## and JSON under docs/performance/.
+BENCH_ARGS ?=
 bench: provision
-	python -m bench.run
+	python -m bench.run $(BENCH_ARGS)
 
 lint: install
 	ruff check .
