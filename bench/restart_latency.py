@@ -29,7 +29,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from bench.common import fresh_names, own_dir, private_stack, service_env
+from bench.common import fresh_names, own_dir, private_stack, scripts_on_path, service_env
 from devstack.stack import Stack
 from tests.supervisor.harness import Supervisor
 from tests.waiting import wait_until
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     args = parser.parse_args(argv)
+    scripts_on_path()
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp:
         result = run(args.kills, Path(tmp))
     json.dump(result, sys.stdout, indent=2)
