@@ -56,8 +56,9 @@ PROCESSING, COMPLETED status events) with none of the service's guarantees. Thro
 first RECEIVED status to the last final one; task latency from a task's RECEIVED to its final status.
 CPU time is user + system time of each process (psutil) over the run, per kind of process: the
 service's own (supervisor, workers) or the peer's, and the stack's (broker, S3 server, emulator), which
-works for every system; "all" adds them up. The benchmark's own process (sending tasks, reading
-statuses) is the user and is not counted. {_budget(settings)}
+works for every system; "all" adds them up. At a few tasks per second (L = 5 s, small C, the
+one-at-a-time loop) the idle cost of the broker and the processes dominates CPU per task. The
+benchmark's own process (sending tasks, reading statuses) is the user and is not counted. {_budget(settings)}
 
 The machine may be shared with other work while the benchmark runs: compare systems within one run
 (they ran minutes apart on the same stack), not figures across runs.
