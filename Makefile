@@ -54,11 +54,12 @@ stack-status: install
 test: provision
 	pytest
 
-## Benchmarks: each prints JSON figures (run on an otherwise idle machine).
+## The benchmark, side by side with hand-written loops, in one run (about 30 min on 2 cores; 15 with
+## BENCH_ARGS=--seconds=6; run it on an otherwise idle machine): writes docs/performance.md, its plots
+## and JSON under docs/performance/.
+BENCH_ARGS ?=
 bench: provision
-	python bench/emulator_latency.py
-	python bench/worker_throughput.py
-	python -m bench.restart_latency
+	python -m bench.run $(BENCH_ARGS)
 
 lint: install
 	ruff check .

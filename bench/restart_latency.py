@@ -29,41 +29,35 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from devstack.paths import cache_dir
-from devstack.stack import Stack, StackPorts
-from tests.supervisor.harness import Supervisor, wait_until
-from tests.worker.harness import EmulatorControl, Names, StatusLog, create_topics, task_bytes, worker_env
+from bench.common import fresh_names, own_dir, private_stack, scripts_on_path, service_env
+from devstack.stack import Stack
+from tests.supervisor.harness import Supervisor
+from tests.waiting import wait_until
+from tests.worker.harness import EmulatorControl, Names, StatusLog, task_bytes
 
 
 def run(kills: int, tmp: Path) -> dict[str, Any]:
-    stack = Stack(cache=cache_dir(), state_dir=tmp / "stack", ports=StackPorts.free())
-    stack.up()
-    try:
-        return _measure(stack, kills, tmp)
-    finally:
-        stack.down()
+    with private_stack(tmp) as stack:
+        return measure(stack, kills, tmp)
 
 
-def _measure(stack: Stack, kills: int, tmp: Path) -> dict[str, Any]:
-    names = Names.fresh(f"bench-{os.getpid()}")
-    create_topics(stack, names, partitions=4)
+def measure(stack: Stack, kills: int, tmp: Path) -> dict[str, Any]:
+    """``kills`` SIGKILLs of slot 1's worker on ``stack``; the emulator's configuration is restored."""
+    names = fresh_names(stack, "restart", partitions=4)
     emulator = EmulatorControl(stack.emulator_url)
     emulator.config(latency=0.2)
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MINIO_", "GIGACHAT_", "WORKER_"))
-    }
-    env = worker_env(
-        {**base, **stack.env(), "RUNTIME_DIRECTORY": str(tmp)},
+    folder = own_dir(tmp, names)
+    env = service_env(
+        stack,
         names,
-        tmp,
+        folder,
         KAFKA_SESSION_TIMEOUT_MS="10000",
         WORKER_PROCESSES="2",
         WORKER_MAX_CONCURRENT_TASKS="4",
         WORKER_MIN_UPTIME_S="0.5",
-        LIMIT_DISK_FREE_MB="1",
         LOG_LEVEL="WARNING",
     )
-    sup = Supervisor(env=env, tmp_path=tmp, fake=False, name="bench")
+    sup = Supervisor(env=env, tmp_path=folder, fake=False, name="bench")
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
     status_log = StatusLog(stack.kafka_bootstrap, names.status)
     try:
@@ -146,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     args = parser.parse_args(argv)
+    scripts_on_path()
     with tempfile.TemporaryDirectory(prefix="llm-bench-") as tmp:
         result = run(args.kills, Path(tmp))
     json.dump(result, sys.stdout, indent=2)
