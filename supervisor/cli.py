@@ -22,10 +22,12 @@ from typing import cast
 from llm_service import exit_codes
 from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
+from llm_service.instance_id import instance_prefix
 from llm_service.logs import configure_logging
 from llm_service.status_table import StatusTable
 from supervisor import cgroup
 from supervisor.arbiter import Arbiter, Parts
+from supervisor.instance_claim import check_prefix
 from supervisor.lag import LagMonitor
 from supervisor.limits import PsutilMeter
 from supervisor.sdnotify import Notifier
@@ -77,7 +79,33 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # LOG_FILE passed its check but cannot be opened (permissions)
         print(f"llm-supervisor: config error: LOG_FILE: {exc}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
+    # A stand-in worker (the test suite's) joins no consumer group: there is no identity to claim.
+    if args.worker_entry == DEFAULT_ENTRY and not claim_prefix(settings):
+        return exit_codes.INSTANCE_CONFLICT
     return run(settings, entry=entry, load=load)
+
+
+def claim_prefix(settings: Settings) -> bool:
+    """False when another live supervisor holds our WORKER_INSTANCE_PREFIX in the group."""
+    prefix = instance_prefix(settings.worker_instance_prefix, socket.gethostname())
+    claim = check_prefix(settings, prefix)
+    if claim.refused:
+        log.error(
+            "Cannot start: WORKER_INSTANCE_PREFIX=%s is held in group %s by a live process (%s); "
+            "give each supervisor its own prefix (docs/scaling.md)",
+            prefix,
+            settings.kafka_group_id,
+            ", ".join(claim.holders),
+        )
+        return False
+    if claim.skipped:
+        log.warning(
+            "Instance prefix check skipped (%s); a second supervisor with WORKER_INSTANCE_PREFIX=%s "
+            "would show as the instance_conflict alert",
+            claim.skipped,
+            prefix,
+        )
+    return True
 
 
 def _limits() -> cgroup.Limits | None:
