@@ -128,6 +128,8 @@ class ConsumerLoop:
     # --- one turn --------------------------------------------------------------------------------
 
     def _turn(self) -> Verdict:
+        if self._join_guard.fenced():
+            raise FencedInstanceIdError("heartbeat fenced: another process joined with our group.instance.id")
         self._status.heartbeat()
         self._on_turn()
         verdict = self._inflight.collect()

@@ -16,8 +16,14 @@ member is still REBALANCING, the result is orphaned, so it requests a rejoin; th
 joins again (a fresh JoinGroup) and applies that round. It also tells the loop when a rebalance is
 under way, so the loop polls long enough for a join to finish while it waits (``REBALANCE_POLL_MS``).
 
-Uses private kafka-python API (``_coordinator``, ``_join_task``): kafka-python is pinned to
->=3.0.12,<3.1 in setup.cfg.
+It also notices a fence the client keeps to itself: when another process joins with our
+``group.instance.id``, the broker answers our next heartbeat FENCED_INSTANCE_ID, and kafka-python's
+heartbeat thread only logs it and turns heartbeats off; the member stays STABLE, so ``poll`` never
+raises and the fenced worker would go on fetching its old partitions. :meth:`JoinGuard.fenced` tells
+the loop, which exits with FENCED like any other fence.
+
+Uses private kafka-python API (``_coordinator``, ``_join_task``, ``_heartbeat_enabled``, ``_lock``):
+kafka-python is pinned to >=3.0.12,<3.1 in setup.cfg.
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ class JoinGuard:
         if coordinator is None:
             return False
         return bool(coordinator.state is not MemberState.STABLE or coordinator.need_rejoin())
+
+    def fenced(self) -> bool:
+        """True when a static member is STABLE with heartbeats off: only a fence leaves it so."""
+        coordinator = self._coordinator()
+        if coordinator is None or not getattr(coordinator, "group_instance_id", None):
+            return False
+        # The join sets STABLE and turns heartbeats on under this lock; read both as one.
+        with coordinator._lock:
+            return bool(coordinator.state is MemberState.STABLE and not coordinator._heartbeat_enabled)
 
     def after_poll(self) -> bool:
         """Call right after ``poll`` returned; returns True if an orphaned join result was found."""

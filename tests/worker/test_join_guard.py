@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from kafka.future import Future
@@ -16,6 +17,9 @@ class FakeCoordinator:
     rejoin_needed: bool = False
     _join_task: Future | None = None
     rejoin_requests: list[bool] = field(default_factory=list)
+    group_instance_id: str | None = "llm-worker-h-0"
+    _heartbeat_enabled: bool = True
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def need_rejoin(self) -> bool:
         return self.rejoin_needed
@@ -78,3 +82,16 @@ def test_a_consumer_without_a_coordinator_is_ignored() -> None:
     join_guard = JoinGuard(object())
     assert not join_guard.rebalancing()
     assert not join_guard.after_poll()
+
+
+def test_a_stable_static_member_with_heartbeats_off_was_fenced() -> None:
+    """kafka-python's heartbeat thread turns heartbeats off on FENCED_INSTANCE_ID and raises nothing."""
+    coordinator = FakeCoordinator()
+    join_guard = guard(coordinator)
+    assert not join_guard.fenced()
+    coordinator._heartbeat_enabled = False
+    assert join_guard.fenced()
+    coordinator.state = MemberState.REBALANCING  # heartbeats are off during every join: not a fence
+    assert not join_guard.fenced()
+    coordinator.state, coordinator.group_instance_id = MemberState.STABLE, None
+    assert not join_guard.fenced()  # a dynamic member cannot be fenced
