@@ -32,6 +32,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from llm_service import exit_codes
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import REBALANCE_POLL_MS, JoinGuard
 from llm_worker.pipeline import Outcome, Record, TaskContext, TaskPipeline
@@ -175,6 +176,7 @@ class ConsumerLoop:
         free = self._capacity() - self._inflight.running() - self._inflight.backlog()
         timeout_ms = self._poll_timeout_ms(paused, rebalancing)
         self._last_poll = self._clock()
+        clear_drained_records(self._consumer)  # else a partition paused at capacity may never resume
         try:
             records: dict[TopicPartition, list[ConsumerRecord]] = self._consumer.poll(
                 timeout_ms=timeout_ms, max_records=max(1, free)
