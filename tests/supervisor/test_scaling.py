@@ -132,6 +132,6 @@ def test_two_hosts_share_the_partitions_and_one_takes_over_when_the_other_is_kil
     repeated = sum(1 for events in finals.values() if len(events) > 1)
     assert repeated <= in_flight_max, f"{repeated} tasks got a second final status"
     processed = Counter("A" if e["worker_id"] in ids_a else "B" for e in status_log.events())
-    print(f"final statuses by host: {dict(processed)}; repeated finals: {repeated}")
+    print(f"status events by host: {dict(processed)}; tasks with a repeated final status: {repeated}")
     assert [w["state"] for w in host_b.workers()] == ["RUNNING", "RUNNING"]
     assert worker_ids(host_b) == ids_b  # B's workers took A's partitions without a restart
