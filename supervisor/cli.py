@@ -27,7 +27,7 @@ from llm_service.logs import configure_logging
 from llm_service.status_table import StatusTable
 from supervisor import cgroup
 from supervisor.arbiter import Arbiter, Parts
-from supervisor.instance_claim import check_prefix
+from supervisor.instance_claim import check_prefix, previous_run_gone, record_path, write_record
 from supervisor.lag import LagMonitor
 from supervisor.limits import PsutilMeter
 from supervisor.sdnotify import Notifier
@@ -88,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
 def claim_prefix(settings: Settings) -> bool:
     """False when another live supervisor holds our WORKER_INSTANCE_PREFIX in the group."""
     prefix = instance_prefix(settings.worker_instance_prefix, socket.gethostname())
+    record = record_path(settings)
+    group, pid = settings.kafka_group_id, os.getpid()
+    previous = previous_run_gone(record, prefix=prefix, group=group, pid=pid)
+    if previous is not None:
+        log.info(
+            "WORKER_INSTANCE_PREFIX=%s was held by this supervisor's previous run (pid %d, gone); "
+            "taking its slots back",
+            prefix,
+            previous,
+        )
+        write_record(record, prefix=prefix, group=group, pid=pid)
+        return True
     claim = check_prefix(settings, prefix)
     if claim.refused:
         log.error(
@@ -105,6 +117,7 @@ def claim_prefix(settings: Settings) -> bool:
             claim.skipped,
             prefix,
         )
+    write_record(record, prefix=prefix, group=group, pid=pid)
     return True
 
 

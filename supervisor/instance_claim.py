@@ -6,15 +6,24 @@ give their workers the same ``group_instance_id``s, and every join of one would 
 Kafka client); this module starts it with a bounded deadline and decides. A broker that does not
 answer in time skips the check with a warning: start-up never blocks on Kafka, and a duplicate that
 slips through is caught later as a fenced slot (the ``instance_conflict`` alert).
+
+A restart of this same supervisor must not wait for its own leftovers to expire (static membership
+exists so that a restart takes the slots back at once). So each run records its prefix, group and pid
+beside its socket (``<SUPERVISOR_SOCKET>.instance``); when the record names our prefix and group and
+a pid that is gone (or is ours: PID 1 in a restarted container), the holders are that run's, and the
+check is skipped. Without a record (a fresh container) the wait applies: slower, never wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from llm_service.config import Settings
 
@@ -34,6 +43,38 @@ class Claim:
     @property
     def refused(self) -> bool:
         return bool(self.holders)
+
+
+def record_path(settings: Settings) -> Path:
+    return Path(f"{settings.supervisor_socket}.instance")
+
+
+def previous_run_gone(path: Path, *, prefix: str, group: str, pid: int) -> int | None:
+    """The pid of this supervisor's previous run if ``path`` records one that held ``prefix`` and is gone."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        old = int(record["pid"])
+        if (record["prefix"], record["group"]) != (prefix, group):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if old == pid:
+        return old  # our own pid: a previous run in a container restarted as PID 1
+    try:
+        os.kill(old, 0)
+    except ProcessLookupError:
+        return old
+    except PermissionError:
+        return None  # alive, another user's
+    return None
+
+
+def write_record(path: Path, *, prefix: str, group: str, pid: int) -> None:
+    """Best effort: without it the next restart only waits out the session timeout."""
+    temp = path.with_name(f"{path.name}.{pid}.tmp")
+    with contextlib.suppress(OSError):
+        temp.write_text(json.dumps({"prefix": prefix, "group": group, "pid": pid}), encoding="utf-8")
+        temp.replace(path)
 
 
 def check_prefix(settings: Settings, prefix: str) -> Claim:

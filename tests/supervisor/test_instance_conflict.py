@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,3 +174,20 @@ def test_an_unreachable_broker_skips_the_check_in_bounded_time() -> None:
         settings(kafka_bootstrap_servers="127.0.0.1:1", kafka_session_timeout_ms=1000), "p"
     )
     assert not claim.refused and claim.skipped
+
+
+def test_a_previous_run_of_this_supervisor_is_recognised_by_its_record(tmp_path: Path) -> None:
+    record = tmp_path / "s.sock.instance"
+    assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=os.getpid()) is None
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    instance_claim.write_record(record, prefix="p", group="g", pid=gone.pid)
+    assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=os.getpid()) == gone.pid
+    assert instance_claim.previous_run_gone(record, prefix="q", group="g", pid=os.getpid()) is None
+    assert instance_claim.previous_run_gone(record, prefix="p", group="h", pid=os.getpid()) is None
+    instance_claim.write_record(record, prefix="p", group="g", pid=os.getppid())  # alive: another run
+    assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=os.getpid()) is None
+    instance_claim.write_record(record, prefix="p", group="g", pid=1)  # PID 1 again: a restarted container
+    assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=1) == 1
+    record.write_text("{not json", encoding="utf-8")
+    assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=os.getpid()) is None

@@ -45,7 +45,7 @@ def worker_ids(sup: Supervisor) -> set[str]:
 
 
 def test_a_second_supervisor_with_a_held_prefix_refuses_to_start(
-    start_real: StartSupervisor, stack: Stack, names: Names
+    start_real: StartSupervisor, stack: Stack, names: Names, tmp_path: Path
 ) -> None:
     first = start_real(WORKER_INSTANCE_PREFIX="rack-a", KAFKA_SESSION_TIMEOUT_MS=SESSION_MS)
     first.running(2, timeout=60)
@@ -61,6 +61,15 @@ def test_a_second_supervisor_with_a_held_prefix_refuses_to_start(
     rows = first.workers()
     assert [w["state"] for w in rows] == ["RUNNING", "RUNNING"] and [w["restarts"] for w in rows] == [0, 0]
     assert first.ask("health")["health"] == "ok"
+    # The same supervisor restarted after kill -9 (same socket, so its record): no wait, no refusal.
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    first.proc.wait(timeout=10)
+    again = Supervisor(env=first.env, tmp_path=tmp_path, fake=False, name="real0")
+    try:
+        assert [w["state"] for w in again.running(2, timeout=60)] == ["RUNNING", "RUNNING"]
+        assert "held by this supervisor's previous run" in again.log_text()
+    finally:
+        again.stop(timeout=60)
 
 
 def test_a_process_taking_a_slot_identity_stops_that_slot_with_an_alert_and_nothing_loops(
