@@ -2,7 +2,9 @@
 
 Runs in the supervisor process (PID 1 in Docker, ``ExecStart`` under systemd). The CLI only parses
 and validates; :class:`supervisor.arbiter.Arbiter` does the work. A bad config stops start-up with one
-line naming the variable, and exit code CONFIG_ERROR.
+line naming the variable, and exit code CONFIG_ERROR. A WORKER_INSTANCE_PREFIX that another live
+supervisor holds in the consumer group stops it with exit code INSTANCE_CONFLICT
+(:mod:`supervisor.instance_claim`).
 """
 
 from __future__ import annotations
