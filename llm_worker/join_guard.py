@@ -56,13 +56,20 @@ class JoinGuard:
         return bool(coordinator.state is not MemberState.STABLE or coordinator.need_rejoin())
 
     def fenced(self) -> bool:
-        """True when a static member is STABLE with heartbeats off: only a fence leaves it so."""
+        """True when a static member is STABLE with heartbeats off and no join under way: only a fence
+        leaves it so. A rejoin turns heartbeats off (on this thread, inside poll) while the state is
+        still STABLE, but it sets ``rejoining`` first and clears it only with STABLE + heartbeats on."""
         coordinator = self._coordinator()
         if coordinator is None or not getattr(coordinator, "group_instance_id", None):
             return False
-        # The join sets STABLE and turns heartbeats on under this lock; read both as one.
+        # The join sets STABLE, clears rejoining and turns heartbeats on under this lock: read as one.
         with coordinator._lock:
-            return bool(coordinator.state is MemberState.STABLE and not coordinator._heartbeat_enabled)
+            return bool(
+                coordinator.state is MemberState.STABLE
+                and not coordinator._heartbeat_enabled
+                and not coordinator.rejoining
+                and not coordinator.need_rejoin()
+            )
 
     def after_poll(self) -> bool:
         """Call right after ``poll`` returned; returns True if an orphaned join result was found."""

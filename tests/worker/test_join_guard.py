@@ -19,6 +19,7 @@ class FakeCoordinator:
     rejoin_requests: list[bool] = field(default_factory=list)
     group_instance_id: str | None = "llm-worker-h-0"
     _heartbeat_enabled: bool = True
+    rejoining: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def need_rejoin(self) -> bool:
@@ -91,6 +92,11 @@ def test_a_stable_static_member_with_heartbeats_off_was_fenced() -> None:
     assert not join_guard.fenced()
     coordinator._heartbeat_enabled = False
     assert join_guard.fenced()
+    coordinator.rejoining = True  # a rejoin turns heartbeats off while still STABLE: not a fence
+    assert not join_guard.fenced()
+    coordinator.rejoining, coordinator.rejoin_needed = False, True
+    assert not join_guard.fenced()
+    coordinator.rejoin_needed = False
     coordinator.state = MemberState.REBALANCING  # heartbeats are off during every join: not a fence
     assert not join_guard.fenced()
     coordinator.state, coordinator.group_instance_id = MemberState.STABLE, None
