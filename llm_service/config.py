@@ -118,6 +118,12 @@ def existing_file(value: str) -> str | None:
     return None if not value or Path(value).is_file() else "file does not exist"
 
 
+def instance_prefix_text(value: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9._-]{0,200}", value):
+        return None
+    return "must be at most 200 characters of A-Z a-z 0-9 . _ -"
+
+
 def _default_socket() -> str:
     return str(Path(os.environ.get("RUNTIME_DIRECTORY") or "/tmp") / "llm-supervisor.sock")
 
@@ -276,6 +282,11 @@ class Settings:
     # Worker pool
     worker_processes: int = setting(2, "Worker processes the supervisor runs", check=positive, group="Pool")
     worker_max_concurrent_tasks: int = setting(8, "Tasks in flight in one worker process", check=positive)
+    worker_instance_prefix: str = setting(
+        "",
+        "Stable part of each slot's Kafka group_instance_id, unique per host (empty: the host name)",
+        check=instance_prefix_text,
+    )
     worker_heartbeat_timeout: float = setting(
         60.0, "Seconds without a heartbeat before a worker is killed and replaced", check=positive
     )

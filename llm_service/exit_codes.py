@@ -8,3 +8,6 @@ CRASHED = 1  # an unexpected error while running (also Python's default for an u
 CONFIG_ERROR = 2  # the configuration was rejected; restarting will not help until it changes
 BOOT_FAILED = 3  # could not reach Kafka, S3 or GigaChat within the bootstrap attempts
 FENCED = 4  # the broker fenced our group_instance_id: another process holds this slot's identity
+
+# The supervisor's own exit codes (besides 0, 1 and CONFIG_ERROR); docs/supervisor.md lists them.
+INSTANCE_CONFLICT = 5  # another live supervisor holds WORKER_INSTANCE_PREFIX in the consumer group

@@ -2,7 +2,8 @@
 
 For debugging, or when an outside orchestrator runs one process per container. The worker gets a
 private one-slot status table. ``--slot`` gives it a stable identity: the static Kafka membership
-``llm-worker-<host>-<slot>``, so a restarted container takes its partitions back without a rebalance.
+``llm-worker-<prefix>-<slot>`` (WORKER_INSTANCE_PREFIX, default the host name), so a restarted
+container takes its partitions back without a rebalance.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import socket
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 from llm_service import __version__, exit_codes
 from llm_service.config import load_settings
 from llm_service.errors import ConfigError
+from llm_service.instance_id import group_instance_id, instance_prefix
 from llm_service.logs import configure_logging
 from llm_service.status_table import StatusTable
 from llm_worker.process import run_worker
@@ -29,11 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slot", type=int, help="stable slot number: enables static group membership")
     parser.add_argument("--version", action="version", version=f"llm-worker {__version__}")
     return parser
-
-
-def static_member_id(host: str, slot: int) -> str:
-    """``llm-worker-<host>-<slot>``, with characters Kafka rejects in a group.instance.id replaced."""
-    return re.sub(r"[^A-Za-z0-9._-]", "-", f"llm-worker-{host}-{slot}")[:249]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             slot=slot,
             status=table.writer(0),
             worker_id=f"{host}:{slot}:{os.getpid()}",
-            group_instance_id=static_member_id(host, slot) if args.slot is not None else None,
+            group_instance_id=(
+                group_instance_id(instance_prefix(settings.worker_instance_prefix, host), slot)
+                if args.slot is not None
+                else None
+            ),
         )
     finally:
         table.close()

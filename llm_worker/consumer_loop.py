@@ -40,6 +40,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from llm_service import exit_codes
 from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import JoinGuard
 from llm_worker.pipeline import Outcome, Record, TaskContext, TaskPipeline
@@ -140,6 +141,8 @@ class ConsumerLoop:
     # --- one turn --------------------------------------------------------------------------------
 
     def _turn(self) -> Verdict:
+        if self._join_guard.fenced():
+            raise FencedInstanceIdError("heartbeat fenced: another process joined with our group.instance.id")
         self._status.heartbeat()
         self._on_turn()
         verdict = self._inflight.collect()
@@ -188,6 +191,7 @@ class ConsumerLoop:
         free = self._capacity() - self._inflight.running() - self._inflight.backlog()
         timeout_ms = PAUSED_POLL_MS if paused else int(self._config.poll_timeout_s * 1000)
         self._last_poll = self._clock()
+        clear_drained_records(self._consumer)  # else a partition paused at capacity may never resume
         try:
             records: dict[TopicPartition, list[ConsumerRecord]] = self._consumer.poll(
                 timeout_ms=timeout_ms, max_records=max(1, free)

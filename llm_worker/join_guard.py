@@ -20,8 +20,14 @@ JoinGroup until every member has rejoined); then :meth:`JoinGuard.keep_awaited` 
 left is a task finishing in the microseconds between two waits: kafka-python then joins once more
 (logged), which costs one more round but never leaves the member stuck.
 
-Uses private kafka-python API (``_coordinator``, ``_join_task``): kafka-python is pinned to
->=3.0.12,<3.1 in setup.cfg.
+It also notices a fence the client keeps to itself: when another process joins with our
+``group.instance.id``, the broker answers our next heartbeat FENCED_INSTANCE_ID, and kafka-python's
+heartbeat thread only logs it and turns heartbeats off; the member stays STABLE, so ``poll`` never
+raises and the fenced worker would go on fetching its old partitions. :meth:`JoinGuard.fenced` tells
+the loop, which exits with FENCED like any other fence.
+
+Uses private kafka-python API (``_coordinator``, ``_join_task``, ``_heartbeat_enabled``, ``_lock``):
+kafka-python is pinned to >=3.0.12,<3.1 in setup.cfg.
 """
 
 from __future__ import annotations
@@ -51,6 +57,22 @@ class JoinGuard:
             return False
         # Exactly what ensure_active_group waits for, so a wait never returns at once and spins the loop.
         return bool(coordinator.need_rejoin() or _unapplied(coordinator) is not None)
+
+    def fenced(self) -> bool:
+        """True when a static member is STABLE with heartbeats off and no join under way: only a fence
+        leaves it so. A rejoin turns heartbeats off (on this thread, inside poll) while the state is
+        still STABLE, but it sets ``rejoining`` first and clears it only with STABLE + heartbeats on."""
+        coordinator = self._coordinator()
+        if coordinator is None or not getattr(coordinator, "group_instance_id", None):
+            return False
+        # The join sets STABLE, clears rejoining and turns heartbeats on under this lock: read as one.
+        with coordinator._lock:
+            return bool(
+                coordinator.state is MemberState.STABLE
+                and not coordinator._heartbeat_enabled
+                and not coordinator.rejoining
+                and not coordinator.need_rejoin()
+            )
 
     def wait(self, timeout_ms: int) -> bool:
         """Wait inside kafka-python until the rebalance is applied or ``timeout_ms`` passed; True if joined.

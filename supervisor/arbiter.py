@@ -329,6 +329,9 @@ class Arbiter:
             lag_s=self._lag_s(),
             intake_paused_by_operator=self._operator_paused,
             boot_failures=max((s.boot_failures for s in self.pool.wanted_slots()), default=0),
+            conflicts=tuple(
+                s.group_instance_id for s in self.pool.wanted_slots() if s.state is SlotState.CONFLICT
+            ),
         )
         self._alerts.update(find_alerts(self.settings, inputs), self._clock.wall())
         if lag is not None and self._stop_mode is None:

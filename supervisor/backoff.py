@@ -53,6 +53,11 @@ class ExitInfo:
         )
 
     @property
+    def fenced(self) -> bool:
+        """The broker gave this slot's group_instance_id to another process (exit code FENCED)."""
+        return self.code == exit_codes.FENCED
+
+    @property
     def clean(self) -> bool:
         return self.code == exit_codes.OK
 

@@ -2,7 +2,9 @@
 
 Runs in the supervisor process (PID 1 in Docker, ``ExecStart`` under systemd). The CLI only parses
 and validates; :class:`supervisor.arbiter.Arbiter` does the work. A bad config stops start-up with one
-line naming the variable, and exit code CONFIG_ERROR.
+line naming the variable, and exit code CONFIG_ERROR. A WORKER_INSTANCE_PREFIX that another live
+supervisor holds in the consumer group stops it with exit code INSTANCE_CONFLICT
+(:mod:`supervisor.instance_claim`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import cast
 from llm_service import __version__, exit_codes
 from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
+from llm_service.instance_id import instance_prefix
 from llm_service.logs import configure_logging
 from llm_service.status_table import StatusTable
 from supervisor import cgroup
 from supervisor.arbiter import Arbiter, Parts
+from supervisor.instance_claim import check_prefix, previous_run_gone, record_path, write_record
 from supervisor.lag import LagMonitor
 from supervisor.limits import PsutilMeter
 from supervisor.sdnotify import Notifier
@@ -78,7 +82,46 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # LOG_FILE passed its check but cannot be opened (permissions)
         print(f"llm-supervisor: config error: LOG_FILE: {exc}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
+    # A stand-in worker (the test suite's) joins no consumer group: there is no identity to claim.
+    if args.worker_entry == DEFAULT_ENTRY and not claim_prefix(settings):
+        return exit_codes.INSTANCE_CONFLICT
     return run(settings, entry=entry, load=load)
+
+
+def claim_prefix(settings: Settings) -> bool:
+    """False when another live supervisor holds our WORKER_INSTANCE_PREFIX in the group."""
+    prefix = instance_prefix(settings.worker_instance_prefix, socket.gethostname())
+    record = record_path(settings)
+    group, pid = settings.kafka_group_id, os.getpid()
+    previous = previous_run_gone(record, prefix=prefix, group=group, pid=pid)
+    if previous is not None:
+        log.info(
+            "WORKER_INSTANCE_PREFIX=%s was held by this supervisor's previous run (pid %d, gone); "
+            "taking its slots back",
+            prefix,
+            previous,
+        )
+        write_record(record, prefix=prefix, group=group, pid=pid)
+        return True
+    claim = check_prefix(settings, prefix)
+    if claim.refused:
+        log.error(
+            "Cannot start: WORKER_INSTANCE_PREFIX=%s is held in group %s by a live process (%s); "
+            "give each supervisor its own prefix (docs/scaling.md)",
+            prefix,
+            settings.kafka_group_id,
+            ", ".join(claim.holders),
+        )
+        return False
+    if claim.skipped:
+        log.warning(
+            "Instance prefix check skipped (%s); a second supervisor with WORKER_INSTANCE_PREFIX=%s "
+            "would show as the instance_conflict alert",
+            claim.skipped,
+            prefix,
+        )
+    write_record(record, prefix=prefix, group=group, pid=pid)
+    return True
 
 
 def _limits() -> cgroup.Limits | None:

@@ -47,6 +47,7 @@ class HealthInputs:
     lag_s: float | None
     intake_paused_by_operator: bool = False
     boot_failures: int = 0  # the most consecutive failed boots of one slot, across its restarts
+    conflicts: tuple[str, ...] = ()  # group_instance_ids of slots stopped because they were fenced
 
 
 Found = dict[str, tuple[str, str]]  # name -> (level, message)
@@ -55,6 +56,7 @@ Found = dict[str, tuple[str, str]]  # name -> (level, message)
 def find_alerts(settings: Settings, inputs: HealthInputs) -> Found:
     found: Found = {}
     _worker_alerts(settings, inputs, found)
+    _conflict_alert(settings, inputs, found)
     _throughput_alerts(settings, inputs, found)
     _host_alerts(settings, inputs.host, found)
     return found
@@ -82,6 +84,16 @@ def _worker_alerts(settings: Settings, inputs: HealthInputs, found: Found) -> No
         found["intake_paused"] = (
             WARNING,
             "intake paused by `llmctl drain`; `llmctl resume` takes tasks again",
+        )
+
+
+def _conflict_alert(settings: Settings, inputs: HealthInputs, found: Found) -> None:
+    if inputs.conflicts:
+        found["instance_conflict"] = (
+            CRITICAL,
+            f"group_instance_id {', '.join(inputs.conflicts)} fenced by another process in group "
+            f"{settings.kafka_group_id}; those slots are stopped. Two supervisors share "
+            "WORKER_INSTANCE_PREFIX: give each host its own and restart this one",
         )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from llm_service.config import Settings
 from llm_service.errors import StaleRecordError
+from llm_service.instance_id import instance_prefix
 from llm_service.message_ledger import POISON_DEATHS
 from llm_service.status_table import SlotSnapshot, StatusTable, WorkerState
 from supervisor.backoff import BackoffPolicy, ExitInfo, Verdict
@@ -59,7 +60,10 @@ class Pool:
         in_child: Callable[[], None],
     ) -> None:
         self.settings = settings
-        self.slots = [Slot(index=i, hostname=hostname) for i in range(table.slots)]
+        self.slots = [
+            Slot(index=i, hostname=hostname, instance_prefix=settings.worker_instance_prefix)
+            for i in range(table.slots)
+        ]
         self.wanted: int = min(settings.worker_processes, table.slots)
         self.generation = 0
         self.stopping = False
@@ -199,7 +203,7 @@ class Pool:
         """Stop slots beyond the wanted size: drain their workers, forget their waits."""
         now = self._clock.monotonic()
         for slot in self.slots[self.wanted :]:
-            if slot.state in (SlotState.BACKOFF, SlotState.FATAL):
+            if slot.state in (SlotState.BACKOFF, SlotState.FATAL, SlotState.CONFLICT):
                 slot.move(SlotState.STOPPED, now)
             elif slot.state in (SlotState.STARTING, SlotState.RUNNING):
                 self.drain(slot, StopReason.SCALE_DOWN)
@@ -265,7 +269,7 @@ class Pool:
         self.stopping = True
         now = self._clock.monotonic()
         for slot in self.slots:
-            if slot.state in (SlotState.BACKOFF, SlotState.FATAL):
+            if slot.state in (SlotState.BACKOFF, SlotState.FATAL, SlotState.CONFLICT):
                 slot.move(SlotState.STOPPED, now)
             elif slot.state in (SlotState.STARTING, SlotState.RUNNING) and not fast:
                 self.drain(slot, StopReason.SHUTDOWN, deadline)
@@ -356,6 +360,8 @@ class Pool:
             self.unclean_stop = True
         if self.stopping or slot.stop_reason in _NOT_REPLACED or slot.index >= self.wanted:
             slot.move(SlotState.STOPPED, now)
+        elif info.fenced:
+            self._stop_fenced(slot, now)
         elif slot.stop_reason in _REPLACE_AT_ONCE:
             self.spawn(slot)
         else:
@@ -377,6 +383,19 @@ class Pool:
                 deaths,
                 "; its next delivery is quarantined (POISON)" if deaths >= POISON_DEATHS else "",
             )
+
+    def _stop_fenced(self, slot: Slot, now: float) -> None:
+        """Fenced: another process joined with this slot's identity. Restarting would fence it in turn,
+        and the two would expel each other in a loop, so the slot stops (the instance_conflict alert)."""
+        slot.move(SlotState.CONFLICT, now)
+        log.error(
+            "Worker %d stopped, not restarted: Kafka fenced its group_instance_id %s because another "
+            "process in group %s uses it (a second supervisor with WORKER_INSTANCE_PREFIX=%s?)",
+            slot.index,
+            slot.group_instance_id,
+            self.settings.kafka_group_id,
+            instance_prefix(slot.instance_prefix, slot.hostname),
+        )
 
     def _restart_after_failure(self, slot: Slot, info: ExitInfo, now: float) -> None:
         policy = backoff_policy(self.settings, self._rand)

@@ -49,7 +49,8 @@ SUPERVISOR_ONLY = frozenset(
 )
 FIXED_AT_START = frozenset({"supervisor_socket", "worker_max_processes", "metrics_port", "metrics_addr"})
 LOGGING = frozenset({"log_format", "log_level", "log_file"})
-REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic"})
+# The prefix too: old and new workers would hold two identities each, unchecked at start-up.
+REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic", "worker_instance_prefix"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

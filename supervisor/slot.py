@@ -1,9 +1,9 @@
 """One worker slot: its identity, its current process and its state machine (STYLE rule 4).
 
-Runs in the supervisor process. A slot keeps its index, and so its Kafka ``group_instance_id``,
-across restarts; only the pid and the per-process fields change. Every state change goes through
-:meth:`Slot.move`, which raises :class:`IllegalTransitionError` on a move the diagram in
-``docs/supervisor.md`` does not allow.
+Runs in the supervisor process. A slot keeps its index, and so its Kafka ``group_instance_id``
+(``llm-worker-<WORKER_INSTANCE_PREFIX>-<index>``), across restarts; only the pid and the
+per-process fields change. Every state change goes through :meth:`Slot.move`, which raises
+:class:`IllegalTransitionError` on a move the diagram in ``docs/supervisor.md`` does not allow.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 
 from llm_service.errors import LlmServiceError
+from llm_service.instance_id import group_instance_id, instance_prefix
 
 
 class SlotState(enum.Enum):
@@ -24,10 +25,13 @@ class SlotState(enum.Enum):
     STOPPING = "STOPPING"  # forced: SIGQUIT or SIGKILL sent, waiting to reap
     BACKOFF = "BACKOFF"  # died quickly; waits before the next start
     FATAL = "FATAL"  # too many quick failures or a config error; retried after a cool-off
+    CONFLICT = "CONFLICT"  # fenced: another process holds this slot's group_instance_id; not restarted
 
 
 LIVE = frozenset({SlotState.STARTING, SlotState.RUNNING, SlotState.DRAINING, SlotState.STOPPING})
-_AFTER_EXIT = frozenset({SlotState.STARTING, SlotState.BACKOFF, SlotState.FATAL, SlotState.STOPPED})
+_AFTER_EXIT = frozenset(
+    {SlotState.STARTING, SlotState.BACKOFF, SlotState.FATAL, SlotState.STOPPED, SlotState.CONFLICT}
+)
 
 TRANSITIONS: dict[SlotState, frozenset[SlotState]] = {
     SlotState.STOPPED: frozenset({SlotState.STARTING, SlotState.BACKOFF}),  # BACKOFF: fork failed
@@ -37,6 +41,9 @@ TRANSITIONS: dict[SlotState, frozenset[SlotState]] = {
     SlotState.STOPPING: _AFTER_EXIT,
     SlotState.BACKOFF: frozenset({SlotState.STARTING, SlotState.STOPPED}),
     SlotState.FATAL: frozenset({SlotState.STARTING, SlotState.BACKOFF, SlotState.STOPPED}),
+    # Never restarted: a new process would fence the other holder in turn. Left on scale down or stop;
+    # a supervisor restart clears it after its start-up check (supervisor/instance_claim.py).
+    SlotState.CONFLICT: frozenset({SlotState.STOPPED}),
 }
 
 
@@ -62,6 +69,7 @@ class Slot:
 
     index: int
     hostname: str
+    instance_prefix: str = ""  # WORKER_INSTANCE_PREFIX as resolved at start; empty: the host name
     state: SlotState = SlotState.STOPPED
     pid: int = 0
     since: float = 0.0  # monotonic time of the last state change
@@ -81,7 +89,7 @@ class Slot:
 
     @property
     def group_instance_id(self) -> str:
-        return f"llm-worker-{self.hostname}-{self.index}"
+        return group_instance_id(instance_prefix(self.instance_prefix, self.hostname), self.index)
 
     @property
     def worker_id(self) -> str:

@@ -24,6 +24,7 @@ SUPERVISOR_ALERTS = {
     "kafka_errors": "LLMServiceKafkaErrors",
     "breaker_open": "LLMServiceBreakerOpen",
     "worker_fatal": "LLMServiceWorkerFatal",
+    "instance_conflict": "LLMServiceInstanceConflict",
     "disk_low": "LLMServiceDiskLow",
     "slow_processing": "LLMServiceSlowProcessing",
     "consumer_lag": "LLMServiceConsumerLag",

@@ -141,6 +141,7 @@ def test_bad_reload_keeps_the_old_config_with_one_clear_line(
     [
         ({"kafka_group_id": "other-group"}, "KAFKA_GROUP_ID"),
         ({"kafka_tasks_topic": "t2"}, "KAFKA_TASKS_TOPIC"),
+        ({"worker_instance_prefix": "other-host"}, "WORKER_INSTANCE_PREFIX"),
     ],
 )
 def test_a_group_or_topic_change_is_refused_on_reload(

@@ -9,6 +9,7 @@ tests/worker/test_rebalance.py on the real broker.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,6 +26,10 @@ class FakeCoordinator:
     _join_task: Future | None = None
     joined: bool = True
     waits: list[tuple[int, bool]] = field(default_factory=list)  # (timeout, need_rejoin at entry)
+    group_instance_id: str | None = "llm-worker-h-0"
+    _heartbeat_enabled: bool = True
+    rejoining: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def need_rejoin(self) -> bool:
         return self.rejoin_needed
@@ -111,3 +116,21 @@ def test_a_consumer_without_a_coordinator_is_ignored() -> None:
     assert not join_guard.under_way()
     join_guard.keep_awaited()
     assert join_guard.wait(10)
+
+
+def test_a_stable_static_member_with_heartbeats_off_was_fenced() -> None:
+    """kafka-python's heartbeat thread turns heartbeats off on FENCED_INSTANCE_ID and raises nothing."""
+    coordinator = FakeCoordinator()
+    join_guard = guard(coordinator)
+    assert not join_guard.fenced()
+    coordinator._heartbeat_enabled = False
+    assert join_guard.fenced()
+    coordinator.rejoining = True  # a rejoin turns heartbeats off while still STABLE: not a fence
+    assert not join_guard.fenced()
+    coordinator.rejoining, coordinator.rejoin_needed = False, True
+    assert not join_guard.fenced()
+    coordinator.rejoin_needed = False
+    coordinator.state = MemberState.REBALANCING  # heartbeats are off during every join: not a fence
+    assert not join_guard.fenced()
+    coordinator.state, coordinator.group_instance_id = MemberState.STABLE, None
+    assert not join_guard.fenced()  # a dynamic member cannot be fenced

@@ -1,0 +1,85 @@
+"""``python -m supervisor.instance_probe``: does a live process hold our instance prefix in the group?
+
+Runs as its own short-lived process, started once by the supervisor before it forks any worker (the
+supervisor holds no Kafka client: :mod:`supervisor.instance_claim`). It lists the group's static
+members whose ``group_instance_id`` is one of ``llm-worker-<prefix>-<slot>``. A dead holder (this
+host's previous run, killed or restarted) stays a member until its session timeout ends, so the
+probe watches for up to ``--wait`` seconds: holders that are still there then belong to a live
+process. Output, one JSON line: ``{"holders": [...], "seen": [...]}`` or ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from llm_service.instance_id import holds_prefix
+
+RECHECK_S = 1.0
+
+
+def watch(*, bootstrap: str, group: str, prefix: str, wait_s: float, timeout_s: float) -> dict[str, Any]:
+    """Holders of ``prefix`` that outlive ``wait_s`` (``holders``) and those first seen (``seen``)."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap.split(","),
+        client_id="llm-supervisor-claim",
+        request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),  # unreachable: give up soon, the supervisor starts anyway
+    )
+    try:
+        deadline = time.monotonic() + wait_s
+        seen = held = _holders(admin, group, prefix, time.monotonic() + timeout_s)
+        while held and time.monotonic() < deadline:
+            time.sleep(RECHECK_S)  # a separate one-shot process: nothing else waits on this
+            held = _holders(admin, group, prefix, time.monotonic() + timeout_s)
+        return {"holders": held, "seen": seen}
+    finally:
+        admin.close()
+
+
+def _holders(admin: KafkaAdminClient, group: str, prefix: str, deadline: float) -> list[str]:
+    """The group's members holding ``prefix``; retries while the coordinator is being elected."""
+    while True:
+        try:
+            described = admin.describe_groups([group]).get(group) or {}
+            break
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    ids = (member.get("group_instance_id") for member in described.get("members") or [])
+    return sorted(i for i in ids if isinstance(i, str) and holds_prefix(i, prefix))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m supervisor.instance_probe")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--wait", type=float, default=15.0)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    try:
+        result = watch(
+            bootstrap=args.bootstrap,
+            group=args.group,
+            prefix=args.prefix,
+            wait_s=args.wait,
+            timeout_s=args.timeout,
+        )
+    except (KafkaError, OSError, ValueError) as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # the process boundary: the supervisor gets one line, never a traceback
+        result = {"error": f"unexpected {type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
