@@ -168,7 +168,13 @@ def test_the_unit_under_systemd_starts_reloads_and_stops_draining(
     # stop job itself would wait out TimeoutStopSec; what matters is how the supervisor ended.
     code, out = host.sh("systemctl stop --no-block llm-service")
     assert code == 0, out
-    wait_until(lambda: host.show("MainPID")["MainPID"] == "0", timeout=120, what="the supervisor to exit")
+
+    # MainPID goes to 0 a moment before systemd records how the process ended (ExecMainCode 0 = not yet).
+    def exit_recorded() -> bool:
+        shown = host.show("MainPID", "ExecMainCode")
+        return shown.get("MainPID") == "0" and shown.get("ExecMainCode", "0") != "0"
+
+    wait_until(exit_recorded, timeout=120, what="the supervisor to exit and systemd to record how")
     shown = host.show("ExecMainCode", "ExecMainStatus")
     assert shown == {"ExecMainCode": "1", "ExecMainStatus": "0"}, f"not a clean exit 0: {shown}"
     assert status_log.wait_finals(["sd-2"], timeout=30)["sd-2"][0]["status_name"] == "COMPLETED"
