@@ -55,6 +55,17 @@ class ControlApi:
         until = self._state.outage.start(now=self._state.clock.now(), seconds=seconds, mode=mode)
         return json_response(200, {"until": until, "seconds": seconds, "mode": mode.value})
 
+    def get_billing(self, request: Request, params: dict[str, str]) -> Response:
+        """``GET /_emulator/billing`` -> packages, usage and the refusal switch."""
+        return json_response(200, self._state.billing.snapshot())
+
+    def set_billing(self, request: Request, params: dict[str, str]) -> Response:
+        """``POST /_emulator/billing`` ``{"refuse": 0|402|403, "enforce": bool, "packages": {...}}``."""
+        try:
+            return json_response(200, self._state.billing.configure(_object_body(request)))
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid billing: {exc}") from None
+
     def calls(self, request: Request, params: dict[str, str]) -> Response:
         """``GET /_emulator/calls[?request_id=&session_id=]`` -> records and per-request-id chat counts."""
         records = self._state.calls.query(

@@ -10,7 +10,8 @@ timeouts and transport errors within the task's deadline (backoff.py), and one i
 a fresh token after a 401. Every request carries the task id as X-Request-ID and X-Session-ID.
 
 Errors raised (all from llm_service.errors; codes in models.py):
-PermanentTaskError for a 4xx other than 401/408/429 and for AUTH_FAILED; TransientTaskError when
+PaymentRequiredError for a 402 or 403 (the account's money or rights: the pool pauses, the task
+waits); PermanentTaskError for another 4xx than 401/408/429 and for AUTH_FAILED; TransientTaskError when
 retries or time run out; BreakerOpenError (transient, code BREAKER_OPEN) when the breaker refuses a
 call before anything was sent. No message contains the authorization key or a token.
 """
@@ -31,7 +32,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from llm_service.config import Settings
-from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
+from llm_service.errors import (
+    BreakerOpenError,
+    PaymentRequiredError,
+    PermanentTaskError,
+    ProbeFailedError,
+    TransientTaskError,
+)
 from llm_worker.gigachat.auth import TokenProvider
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
 from llm_worker.gigachat.breaker import ModelBreaker
@@ -319,6 +326,10 @@ class GigaChatClient:
                 TransientTaskError(f"{request.what}: HTTP 408 {message}", code=MODEL_TIMEOUT)
             )
         code = PERMANENT_BY_STATUS.get(status, MODEL_REJECTED)
+        if status in (402, 403):  # a spent package or lost rights: the pool pauses, the task waits
+            raise PaymentRequiredError(
+                f"{request.what} refused by GigaChat: HTTP {status} {message}", code=code, status=status
+            )
         raise PermanentTaskError(f"{request.what} rejected by GigaChat: HTTP {status} {message}", code=code)
 
     def _server_error(
