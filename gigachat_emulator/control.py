@@ -91,6 +91,6 @@ class ControlApi:
         return json_response(200, body)
 
     def reset(self, request: Request, params: dict[str, str]) -> Response:
-        """``POST /_emulator/reset``: clear log, tokens, files and outage; keep the configuration."""
+        """``POST /_emulator/reset``: clear log, tokens, files, outage and billing; keep the configuration."""
         self._state.reset()
         return json_response(200, {"ok": True})

@@ -106,6 +106,7 @@ class ConsumerLoop:
         self._wall_clock = wall_clock
         self._inflight: InFlight[TopicPartition, ConsumerRecord] = InFlight()
         self._stopping = threading.Event()  # tells task threads to hand back what they hold
+        self._draining = threading.Event()  # tells tasks held for a budget to hand back at once
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
@@ -255,7 +256,9 @@ class ConsumerLoop:
     def _run_task(self, held: Held[TopicPartition, ConsumerRecord]) -> None:
         """Task thread: run one message through the pipeline and report back, whatever happens."""
         ctx = TaskContext(
-            still_owned=lambda: self._inflight.owns(held.partition, held.epoch), stopping=self._stopping
+            still_owned=lambda: self._inflight.owns(held.partition, held.epoch),
+            stopping=self._stopping,
+            draining=self._draining,
         )
         outcome = Outcome.HANDED_BACK
         record = _as_record(held.record)
@@ -320,6 +323,7 @@ class ConsumerLoop:
             running,
         )
         self._status.update(state=WorkerState.DRAINING)
+        self._draining.set()
         self._pause_all()
         self._inflight.drop_backlog(self._consumer.assignment())
         deadline = self._clock() + self._config.drain_timeout_s

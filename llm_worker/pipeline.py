@@ -153,9 +153,21 @@ class Gate(Protocol):
 class TaskContext:
     """Per task: may it go on? False once its partition was revoked or lost, or the worker stops now."""
 
-    def __init__(self, *, still_owned: Callable[[], bool], stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        *,
+        still_owned: Callable[[], bool],
+        stopping: threading.Event,
+        draining: threading.Event | None = None,
+    ) -> None:
         self._still_owned = still_owned
         self._stopping = stopping
+        self._draining = draining or threading.Event()
+
+    @property
+    def draining(self) -> bool:
+        """The worker takes no new tasks: a task merely waiting for its budget hands itself back."""
+        return self._draining.is_set()
 
     def check(self, *, owned: bool = True) -> None:
         """Raise ShutdownRequested when the task must be handed back instead of finished.
@@ -552,6 +564,8 @@ class TaskPipeline:
             self._gate.hold_started()
         try:
             while hold is not None:
+                if run.ctx.draining:  # a new worker (maybe with a raised budget) takes it at once
+                    raise ShutdownRequested("task handed back: waiting for its budget while draining")
                 self._progress.task_stage(run.entry, Stage.RETRY_WAIT)
                 waited_from = self._clock()
                 run.ctx.sleep(self._breaker_poll_s)
