@@ -267,6 +267,14 @@ class Settings:
         "Tasks of spent tenants one worker holds (uncommitted) beside its concurrency before it pauses",
         check=non_negative,
     )
+    gigachat_balance_interval_s: float = setting(
+        0.0,
+        "Seconds between reads of GET /balance (prepaid packages) by one worker of the host (0: off)",
+        check=non_negative,
+    )
+    gigachat_balance_alert_tokens: int = setting(
+        100_000, "Warn (model_balance_low) when a prepaid package has fewer tokens left", check=non_negative
+    )
     gigachat_payment_probe_s: float = setting(
         180.0,
         "After a 402/403 from the model: seconds between probe calls while intake is paused",

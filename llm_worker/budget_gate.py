@@ -113,6 +113,10 @@ class SpendGate:
     def budgets(self) -> Budgets:
         return self._budgets
 
+    @property
+    def files(self) -> SpendingFiles:
+        return self._files
+
     def tenant_of(self, spec: TaskSpec) -> str | None:
         """The task's tenant: TASK_TENANT_FIELD looked up in task_id, model and metadata.*."""
         return self._budgets.tenant_of(

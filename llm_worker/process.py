@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
@@ -21,6 +22,7 @@ from llm_service.config import Settings
 from llm_service.logs import reopen_log_files
 from llm_service.proctitle import set_worker_title
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.balance_watch import BalanceWatch
 from llm_worker.bootstrap import Clients, bootstrap
 from llm_worker.budget_gate import Budgets, SpendGate
 from llm_worker.consumer_loop import ConsumerLoop, LoopConfig
@@ -161,6 +163,14 @@ def _serve(
         ),
     )
     loop.subscribe()
+    stop_balance = threading.Event()
+    if settings.gigachat_balance_interval_s > 0:
+        BalanceWatch(
+            files=gate.files,
+            read=clients.gigachat.balance,
+            interval_s=settings.gigachat_balance_interval_s,
+            stop=stop_balance,
+        ).start()
     status.update(state=WorkerState.RUNNING)
     log.info(log_lines.WORKER_STARTED, settings.kafka_tasks_topic)
     try:
@@ -168,6 +178,7 @@ def _serve(
     finally:
         # Threads still inside an HTTP call after a fast stop are not waited for: their tasks were
         # handed back (uncommitted) and the caller exits the process.
+        stop_balance.set()
         executor.shutdown(wait=False, cancel_futures=True)
 
 

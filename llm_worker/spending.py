@@ -7,6 +7,8 @@ supervisor restarts:
 - ``spend-<day>.json``: tokens spent on the budget day ``<day>`` (a date in GIGACHAT_BUDGET_TIMEZONE),
   by the pool and by tenant. A new day is a new file, so budgets start again at local midnight.
 - ``payment.json``: present while the model answers 402/403; holds when the next probe call may go.
+- ``balance.json``: the last GET /balance reading (GIGACHAT_BALANCE_INTERVAL_S), and when one worker
+  last claimed the turn to read it.
 
 Writers take an flock on ``spending.lock`` and replace the file atomically (write, fsync, rename), so a
 reader never sees half a file and a worker killed mid-update loses at most that update.
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "spending.lock"
 PAYMENT_NAME = "payment.json"
+BALANCE_NAME = "balance.json"
 KEEP_DAYS = 7  # spend files of older days are removed when a new day starts
 
 
@@ -50,6 +53,15 @@ class PaymentPause:
     status: int
     since: float
     next_probe: float
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The last GET /balance reading: tokens left per prepaid package (``prepaid`` False: none)."""
+
+    at: float
+    prepaid: bool
+    packages: dict[str, float]
 
 
 class SpendingFiles:
@@ -143,6 +155,40 @@ class SpendingFiles:
             except FileNotFoundError:
                 return False
             return True
+
+    # --- balance ---------------------------------------------------------------------------------
+
+    def balance(self) -> Balance | None:
+        """The last GET /balance reading of the host, or None before the first."""
+        body = _read_json(self._dir / BALANCE_NAME)
+        packages = body.get("packages")
+        if not body or not isinstance(packages, dict):
+            return None
+        return Balance(
+            at=_float(body.get("at")),
+            prepaid=bool(body.get("prepaid")),
+            packages={str(k): _float(v) for k, v in packages.items()},
+        )
+
+    def claim_balance(self, *, interval_s: float) -> bool:
+        """True for the one worker of the host whose turn it is to read GET /balance."""
+        with self._locked():
+            current = _read_json(self._dir / BALANCE_NAME)
+            now = self._wall_clock()
+            if now < _float(current.get("claimed")) + interval_s:
+                return False
+            _write_json(self._dir / BALANCE_NAME, {**current, "claimed": now})
+            return True
+
+    def balance_read(self, packages: dict[str, float] | None) -> None:
+        """Store a reading; None means the account has no prepaid packages (GET /balance 403)."""
+        with self._locked():
+            current = _read_json(self._dir / BALANCE_NAME)
+            body = {"claimed": current.get("claimed", 0.0), "at": self._wall_clock()}
+            _write_json(
+                self._dir / BALANCE_NAME,
+                {**body, "prepaid": packages is not None, "packages": packages or {}},
+            )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -2,8 +2,8 @@
 
 The workers keep the books (llm_worker/spending.py, in the limiter directory); the supervisor only
 reads them, at most once per ``REFRESH_S``, so that ``llmctl status``, the health alerts
-``token_budget_exhausted`` and ``model_payment_required`` and the Prometheus gauges show spent and
-remaining tokens and why intake waits.
+``token_budget_exhausted``, ``model_payment_required`` and ``model_balance_low`` and the Prometheus
+gauges show spent and remaining tokens, the prepaid balance and why intake waits.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from llm_service.config import Settings
 from llm_worker.budget_gate import Budgets
 from llm_worker.gigachat.limiter import default_directory
-from llm_worker.spending import PaymentPause, Spend, SpendingFiles
+from llm_worker.spending import Balance, PaymentPause, Spend, SpendingFiles
 
 REFRESH_S = 1.0
 CRITICAL, WARNING = "critical", "warning"
@@ -48,6 +48,8 @@ class BudgetReport:
     pool: Line
     tenants: dict[str, Line] = field(default_factory=dict)
     payment: PaymentPause | None = None
+    balance: Balance | None = None
+    balance_alert: int = 0
 
     @property
     def pause_reason(self) -> str | None:
@@ -66,16 +68,32 @@ class BudgetReport:
             if self.payment is None
             else {"status": self.payment.status, "since": self.payment.since},
             "intake_paused_reason": self.pause_reason,
+            "balance": None
+            if self.balance is None
+            else {"at": self.balance.at, "prepaid": self.balance.prepaid, "packages": self.balance.packages},
         }
 
+    def low_packages(self) -> dict[str, float]:
+        if self.balance is None or not self.balance.prepaid or self.balance_alert <= 0:
+            return {}
+        return {n: v for n, v in sorted(self.balance.packages.items()) if v < self.balance_alert}
 
-def report(budgets: Budgets, spend: Spend, payment: PaymentPause | None) -> BudgetReport:
+
+def report(
+    budgets: Budgets,
+    spend: Spend,
+    payment: PaymentPause | None,
+    balance: Balance | None = None,
+    balance_alert: int = 0,
+) -> BudgetReport:
     names = set(budgets.tenants) | set(spend.tenants)
     return BudgetReport(
         day=spend.day,
         pool=Line(budget=budgets.pool, spent=spend.pool),
         tenants={n: Line(budget=budgets.tenants.get(n, 0), spent=spend.tenants.get(n, 0)) for n in names},
         payment=payment,
+        balance=balance,
+        balance_alert=balance_alert,
     )
 
 
@@ -96,6 +114,13 @@ def budget_alerts(rep: BudgetReport) -> dict[str, tuple[str, str]]:
             f"GigaChat answered HTTP {rep.payment.status} (package spent or rights lost); "
             "intake paused, probing for its return",
         )
+    low = rep.low_packages()
+    if low:
+        found["model_balance_low"] = (
+            WARNING,
+            "prepaid GigaChat package(s) running low: "
+            + ", ".join(f"{name} {left:.0f} tokens left" for name, left in low.items()),
+        )
     return found
 
 
@@ -107,6 +132,9 @@ class BudgetWatch:
         self._files = SpendingFiles(
             directory=default_directory(settings), zone=ZoneInfo(settings.gigachat_budget_timezone)
         )
+        self._balance_alert = (
+            settings.gigachat_balance_alert_tokens if settings.gigachat_balance_interval_s else 0
+        )
         self._clock = clock
         self._read_at = float("-inf")
         self._report = BudgetReport(day="", pool=Line(budget=self._budgets.pool, spent=0))
@@ -114,5 +142,11 @@ class BudgetWatch:
     def report(self) -> BudgetReport:
         if self._clock() - self._read_at >= REFRESH_S:
             self._read_at = self._clock()
-            self._report = report(self._budgets, self._files.spent(), self._files.payment())
+            self._report = report(
+                self._budgets,
+                self._files.spent(),
+                self._files.payment(),
+                self._files.balance(),
+                self._balance_alert,
+            )
         return self._report

@@ -260,6 +260,13 @@ def _budget_families(budget: BudgetReport) -> Iterator[Metric]:
     yield spent
     yield limit
     yield left
+    if budget.balance is not None and budget.balance.prepaid:
+        balance = GaugeMetricFamily(
+            P + "model_balance_tokens", "Tokens left of each prepaid GigaChat package", labels=["usage"]
+        )
+        for usage, tokens in sorted(budget.balance.packages.items()):
+            balance.add_metric([usage], tokens)
+        yield balance
     yield _gauge(
         "model_payment_required",
         "1 while GigaChat answers 402/403 and intake waits for a probe to succeed",

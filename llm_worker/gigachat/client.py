@@ -186,6 +186,28 @@ class GigaChatClient:
         request = _Request("GET", "/models", "GigaChat model list", gated=False)
         self._call(request, task_id="bootstrap", deadline=self._clock() + self._timeout_s)
 
+    def balance(self) -> dict[str, float] | None:
+        """GET /balance: tokens left per prepaid package; None when the account has none (403).
+
+        Like ``check``, bypasses the breaker and the limiter: it sends no generation.
+        """
+        request = _Request("GET", "/balance", "GigaChat balance", gated=False)
+        try:
+            response = self._call(request, task_id="balance", deadline=self._clock() + self._timeout_s)
+        except PaymentRequiredError as exc:
+            if exc.status == 403:  # pay-as-you-go: no packages to read
+                return None
+            raise
+        body = _decode(response, request)
+        entries = body.get("balance") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise TransientTaskError("GigaChat balance answered without a list", code=MODEL_BAD_RESPONSE)
+        return {
+            str(e["usage"]): float(e["value"])
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("value"), (int, float)) and "usage" in e
+        }
+
     def close(self) -> None:
         """Close the pooled connections. The limiter and breaker are the caller's to close."""
         self._session.close()

@@ -33,6 +33,7 @@ SUPERVISOR_ALERTS = {
     "intake_paused": "LLMServiceIntakePaused",
     "token_budget_exhausted": "LLMServiceTokenBudgetExhausted",
     "model_payment_required": "LLMServiceModelPaymentRequired",
+    "model_balance_low": "LLMServiceModelBalanceLow",
 }
 
 

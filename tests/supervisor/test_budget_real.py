@@ -169,3 +169,28 @@ def test_a_402_window_pauses_intake_and_it_resumes_by_itself_with_none_failed(
 def refusals(emulator: EmulatorControl) -> int:
     body = requests.get(f"{emulator.url}/_emulator/calls", timeout=30).json()
     return sum(1 for c in body["calls"] if c.get("status") == 402)
+
+
+def test_the_balance_read_falls_with_usage_and_warns_below_the_threshold(
+    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog, billing: str
+) -> None:
+    packages = {"GigaChat": 2000, "GigaChat-Pro": 2000, "GigaChat-Max": 2000}
+    requests.post(billing, json={"packages": packages}, timeout=10).raise_for_status()
+    sup = start_real(GIGACHAT_BALANCE_INTERVAL_S="1", GIGACHAT_BALANCE_ALERT_TOKENS="1990")
+    sup.running(2, timeout=60)
+    wait_until(
+        lambda: (budget(sup)["balance"] or {}).get("packages") == packages, timeout=60, what="a reading"
+    )
+    assert "model_balance_low" not in alerts(sup)
+    ids = submit(producer, names, "bal", 30)
+    status_log.wait_finals(ids, timeout=180)
+    assert count(status_log, ids, COMPLETED) == len(ids)
+    used = requests.get(billing, timeout=10).json()["used"]
+    assert used and all(tokens > 10 for tokens in used.values())
+
+    def read_after_usage() -> bool:
+        left = budget(sup)["balance"]["packages"]
+        return all(left[model] == 2000 - tokens for model, tokens in used.items())
+
+    wait_until(read_after_usage, timeout=60, what="a reading showing the usage")
+    wait_until(lambda: "model_balance_low" in alerts(sup), timeout=30, what="the low-balance alert")
