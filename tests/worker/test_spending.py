@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,7 @@ import pytest
 
 from llm_service.config import load_settings
 from llm_service.errors import ConfigError
+from llm_worker.balance_watch import BalanceWatch
 from llm_worker.budget_gate import Budgets, Hold, SpendGate, parse_tenant_budgets
 from llm_worker.spending import SpendingFiles
 
@@ -131,3 +133,27 @@ def test_tenant_budgets_setting() -> None:
         load_settings({"GIGACHAT_TENANT_BUDGETS": "sales=lots"}, env_file=None)
     with pytest.raises(ConfigError, match="GIGACHAT_BUDGET_TIMEZONE"):
         load_settings({"GIGACHAT_BUDGET_TIMEZONE": "Mars/Olympus"}, env_file=None)
+
+
+def test_one_balance_reader_per_interval_and_403_means_no_packages(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    reads: list[str] = []
+    stop = threading.Event()
+
+    def watch(name: str, answer: dict[str, float] | None) -> BalanceWatch:
+        def read() -> dict[str, float] | None:
+            reads.append(name)
+            return answer
+
+        return BalanceWatch(files=files(tmp_path, clock), read=read, interval_s=60, stop=stop)
+
+    first, second = watch("a", {"GigaChat": 900.0}), watch("b", None)
+    first.poll_once()
+    second.poll_once()  # same interval: not its turn
+    assert reads == ["a"]
+    reading = files(tmp_path, clock).balance()
+    assert reading is not None and reading.prepaid and reading.packages == {"GigaChat": 900.0}
+    clock.now += 60
+    second.poll_once()
+    reading = files(tmp_path, clock).balance()
+    assert reads == ["a", "b"] and reading is not None and not reading.prepaid
