@@ -102,6 +102,14 @@ def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
     assert spent["pool"]["spent"] >= 300 and spent["pool"]["remaining"] == 0
     assert spent["intake_paused_reason"] == "pool token budget spent"
 
+    # The books outlive the whole pool: a new supervisor (new workers) on the same day still waits.
+    assert sup.stop() == 0
+    sup = start_real(env_file=env_file)
+    sup.running(2, timeout=60)
+    wait_until(lambda: "token_budget_exhausted" in alerts(sup), timeout=60, what="the alert after a restart")
+    assert budget(sup)["pool"]["spent"] == spent["pool"]["spent"]
+    assert wait_stalled(sup, status_log, ids) == done
+
     env_file.write_text("GIGACHAT_TOKEN_BUDGET_DAILY=10000000\n")
     sup.signal(signal.SIGHUP)
     done_all = status_log.wait_finals(ids, timeout=180)
