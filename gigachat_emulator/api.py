@@ -13,8 +13,6 @@ from gigachat_emulator.tokenizer import count_tokens
 from gigachat_emulator.wire import JSON_PLAIN, Request, Response, json_response
 
 _PURPOSES = frozenset({"general", "assistant"})
-# Invented package sizes for GET /balance (prepaid scopes only).
-_BALANCE = (("GigaChat", 1_000_000.0), ("GigaChat-Pro", 500_000.0), ("GigaChat-Max", 250_000.0))
 _OAUTH_HEADERS = {"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate", "Pragma": "no-cache"}
 
 
@@ -75,7 +73,7 @@ class GigaChatApi:
         grant = self.authorize(request)
         if grant.scope == "GIGACHAT_API_CORP":
             raise ApiError(403, "Permission denied")
-        return json_response(200, {"balance": [{"usage": u, "value": v} for u, v in _BALANCE]})
+        return json_response(200, {"balance": self._state.billing.balance()})
 
     def upload_file(self, request: Request, params: dict[str, str]) -> Response:
         """``POST /api/v1/files`` (multipart ``file`` + ``purpose``)."""

@@ -70,6 +70,8 @@ class Emulator:
             _route("GET", r"/_emulator/config", control.get_config),
             _route("POST", r"/_emulator/config", control.set_config),
             _route("POST", r"/_emulator/outage", control.outage),
+            _route("GET", r"/_emulator/billing", control.get_billing),
+            _route("POST", r"/_emulator/billing", control.set_billing),
             _route("GET", r"/_emulator/calls", control.calls),
             _route("GET", r"/_emulator/stats", control.stats),
             _route("POST", r"/_emulator/reset", control.reset),

@@ -79,6 +79,7 @@ class ChatEndpoint:
         if completion.prompt_tokens > chat.model.context_tokens:
             raise ApiError(413, "Payload too large")
         self._take_slot(request, grant.account, config)
+        self._state.billing.admit(chat.model.id)
         fault = self._state.injector.decide(config)
         if fault is not None:
             raise_fault(self._state, request, config, fault)
@@ -88,6 +89,7 @@ class ChatEndpoint:
         if not self._state.sleeper.sleep_until(answer_at):
             raise ApiError(503, error_message(503))
         request.call.completion_tokens = completion.completion_tokens
+        self._state.billing.charge(chat.model.id, completion.total_tokens)
         created = int(self._state.clock.now())
         if chat.stream:
             events = stream_events(chat, completion, created, per_token_s=config.latency_per_token)

@@ -65,6 +65,17 @@ class ControlApi:
             raise ApiError(400, "Invalid outage: model must be a non-empty string")
         return json_response(200, {"until": until, "seconds": seconds, "mode": mode.value, "model": model})
 
+    def get_billing(self, request: Request, params: dict[str, str]) -> Response:
+        """``GET /_emulator/billing`` -> packages, usage and the refusal switch."""
+        return json_response(200, self._state.billing.snapshot())
+
+    def set_billing(self, request: Request, params: dict[str, str]) -> Response:
+        """``POST /_emulator/billing`` ``{"refuse": 0|402|403, "enforce": bool, "packages": {...}}``."""
+        try:
+            return json_response(200, self._state.billing.configure(_object_body(request)))
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid billing: {exc}") from None
+
     def calls(self, request: Request, params: dict[str, str]) -> Response:
         """``GET /_emulator/calls[?request_id=&session_id=]`` -> records and per-request-id chat counts."""
         records = self._state.calls.query(
@@ -90,6 +101,6 @@ class ControlApi:
         return json_response(200, body)
 
     def reset(self, request: Request, params: dict[str, str]) -> Response:
-        """``POST /_emulator/reset``: clear log, tokens, files and outage; keep the configuration."""
+        """``POST /_emulator/reset``: clear log, tokens, files, outage and billing; keep the configuration."""
         self._state.reset()
         return json_response(200, {"ok": True})

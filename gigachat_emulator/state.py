@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from gigachat_emulator.auth import DEFAULT_AUTH_KEY, TokenStore
+from gigachat_emulator.billing import Billing
 from gigachat_emulator.calls import DEFAULT_CAPACITY, CallLog
 from gigachat_emulator.clock import Clock, SystemClock
 from gigachat_emulator.config import ConfigHolder, FaultConfig
@@ -45,6 +46,7 @@ class EmulatorState:
     limiter: ConcurrencyLimiter = field(default_factory=ConcurrencyLimiter)
     outage: OutageWindow = field(default_factory=OutageWindow)
     model_outages: ModelOutages = field(default_factory=ModelOutages)
+    billing: Billing = field(default_factory=Billing)
 
     @classmethod
     def create(
@@ -77,3 +79,4 @@ class EmulatorState:
         self.outage.start(now=self.clock.now(), seconds=0, mode=OutageMode.HTTP_503)
         self.model_outages.clear()
         self.injector.reset()
+        self.billing.clear()

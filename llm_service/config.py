@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import typing
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,22 @@ def instance_prefix_text(value: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9._-]{0,200}", value):
         return None
     return "must be at most 200 characters of A-Z a-z 0-9 . _ -"
+
+
+def tenant_budgets(value: str) -> str | None:
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        name, _, amount = part.partition("=")
+        if not name.strip() or not amount.strip().isdigit():
+            return f"{part!r} is not tenant=tokens"
+    return None
+
+
+def time_zone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "is not a known IANA time zone"
+    return None
 
 
 def _default_socket() -> str:
@@ -247,6 +264,43 @@ class Settings:
     gigachat_limiter_dir: str = setting(
         "",
         "Lock-file directory of the host-wide GigaChat call limiter (empty: runtime dir or /tmp, per user)",
+    )
+
+    # Token budgets and the account's money (docs/gigachat-client.md, "Budgets and payment")
+    gigachat_token_budget_daily: int = setting(
+        0,
+        "Tokens the whole pool may spend per day (0: no budget); when spent, intake pauses",
+        check=non_negative,
+        group="Token budgets",
+    )
+    task_tenant_field: str = setting(
+        "", "Task field naming its tenant for GIGACHAT_TENANT_BUDGETS, e.g. metadata.team (empty: none)"
+    )
+    gigachat_tenant_budgets: str = setting(
+        "",
+        "Daily token budget per tenant, e.g. sales=200000,ops=50000 (a tenant not listed: no budget)",
+        check=tenant_budgets,
+    )
+    gigachat_budget_timezone: str = setting(
+        "Europe/Moscow", "Time zone whose midnight starts a new budget day (IANA name)", check=time_zone
+    )
+    gigachat_tenant_held_max: int = setting(
+        32,
+        "Tasks of spent tenants one worker holds (uncommitted) beside its concurrency before it pauses",
+        check=non_negative,
+    )
+    gigachat_balance_interval_s: float = setting(
+        0.0,
+        "Seconds between reads of GET /balance (prepaid packages) by one worker of the host (0: off)",
+        check=non_negative,
+    )
+    gigachat_balance_alert_tokens: int = setting(
+        100_000, "Warn (model_balance_low) when a prepaid package has fewer tokens left", check=non_negative
+    )
+    gigachat_payment_probe_s: float = setting(
+        180.0,
+        "After a 402/403 from the model: seconds between probe calls while intake is paused",
+        check=positive,
     )
 
     # Tasks

@@ -39,6 +39,20 @@ class PermanentTaskError(TaskError):
     """Retrying cannot help: bad message, missing or unreadable input, a 4xx from the model."""
 
 
+class PaymentRequiredError(TaskError):
+    """The model refused for money or rights (HTTP 402 or 403): the account's, not the task's, fault.
+
+    The pipeline holds the task (never fails it) and the pool pauses intake until a probe succeeds
+    (llm_worker/spending.py, docs/gigachat-client.md "Budgets and payment").
+    """
+
+    code = "MODEL_PAYMENT_REQUIRED"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int = 402) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
 class TransientTaskError(TaskError):
     """Retrying may help: 5xx, 429, timeouts, connection errors."""
 

@@ -10,9 +10,10 @@ Intake: while fewer tasks run than the capacity allows, the loop polls for at mo
 as there are free places; when full (or told to pause, or the model's circuit breaker is open) it
 pauses every assigned partition and keeps polling, so it stays in the group. A partition assigned
 by a rebalance starts paused (the listener pauses it before anything is fetched), so a paused worker
-stays paused across rebalances; the next turn resumes it if intake is open. Records that still
-arrive beyond capacity wait in the backlog; nothing fetched is lost, and nothing starts while the
-supervisor pauses intake.
+stays paused across rebalances; the next turn resumes it if intake is open. A spent pool budget
+stops intake; a 402/403 pause lets one task through as the probe; tasks of a spent tenant do not
+count against the capacity (llm_worker/budget_gate.py). Records that still arrive beyond capacity
+wait in the backlog; nothing fetched is lost, and nothing starts while the supervisor pauses intake.
 
 Rebalances: while one is under way the loop never waits outside kafka-python (a join result that
 arrives while nobody awaits it is lost, llm_worker/join_guard.py); it waits in the library's join.
@@ -40,6 +41,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from llm_service import exit_codes
 from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.budget_gate import Hold
 from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import JoinGuard
@@ -76,6 +78,7 @@ class LoopConfig:
     revoke_timeout_s: float
     commit_interval_s: float = 1.0
     poll_timeout_s: float = 0.2
+    tenant_held_max: int = 0  # tasks of spent tenants held beside max_concurrent (budget_gate.py)
 
 
 class ConsumerLoop:
@@ -91,6 +94,8 @@ class ConsumerLoop:
         config: LoopConfig,
         stop: StopFlags,
         breaker_state: Callable[[], Breaker],
+        spend_hold: Callable[[], Hold | None] = lambda: None,
+        tenant_held: Callable[[], int] = lambda: 0,
         on_turn: Callable[[], None] = lambda: None,
         show_title: Callable[[int, str], None] = lambda busy, note: None,
         clock: Callable[[], float] = time.monotonic,
@@ -103,6 +108,8 @@ class ConsumerLoop:
         self._config = config
         self._stop = stop
         self._breaker_state = breaker_state
+        self._spend_hold = spend_hold
+        self._tenant_held = tenant_held
         self._on_turn = on_turn
         self._show_title = show_title
         self._title = (-1, "")
@@ -110,6 +117,7 @@ class ConsumerLoop:
         self._wall_clock = wall_clock
         self._inflight: InFlight[TopicPartition, ConsumerRecord] = InFlight()
         self._stopping = threading.Event()  # tells task threads to hand back what they hold
+        self._draining = threading.Event()  # tells tasks held for a budget to hand back at once
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
@@ -157,9 +165,13 @@ class ConsumerLoop:
     def _capacity(self) -> int:
         _, _, cap = self._status.control()
         capacity = min(self._config.max_concurrent, cap) if cap > 0 else self._config.max_concurrent
-        if self._breaker_state() is Breaker.OPEN:
+        hold = self._spend_hold()
+        if hold is Hold.POOL_BUDGET:
+            return 0  # the day's budget is spent: the topic waits in Kafka; held tasks wait here
+        if self._breaker_state() is Breaker.OPEN or hold is Hold.PAYMENT:
             capacity = 1  # one task keeps probing the model; the rest of the topic waits in Kafka
-        return capacity
+        # Tasks of spent tenants wait in their threads: beside them, the others keep flowing.
+        return capacity + min(self._tenant_held(), self._config.tenant_held_max)
 
     def _intake_blocked(self) -> bool:
         intake_paused, _, _ = self._status.control()
@@ -251,7 +263,8 @@ class ConsumerLoop:
     def _publish_state(self) -> None:
         intake_paused, _, _ = self._status.control()
         breaker = self._breaker_state()
-        paused = intake_paused or breaker is Breaker.OPEN
+        hold = self._spend_hold()
+        paused = intake_paused or breaker is Breaker.OPEN or hold is not None
         oldest = self._inflight.oldest_taken_at()
         self._status.update(
             state=WorkerState.PAUSED if paused else WorkerState.RUNNING,
@@ -260,7 +273,7 @@ class ConsumerLoop:
         )
         title = (
             self._inflight.running(),
-            "breaker open" if breaker is Breaker.OPEN else "paused" if paused else "",
+            "breaker open" if breaker is Breaker.OPEN else hold.value if hold else "paused" if paused else "",
         )
         if title != self._title:  # ps shows it; a syscall per change, not per turn
             self._title = title
@@ -271,7 +284,9 @@ class ConsumerLoop:
     def _run_task(self, held: Held[TopicPartition, ConsumerRecord]) -> None:
         """Task thread: run one message through the pipeline and report back, whatever happens."""
         ctx = TaskContext(
-            still_owned=lambda: self._inflight.owns(held.partition, held.epoch), stopping=self._stopping
+            still_owned=lambda: self._inflight.owns(held.partition, held.epoch),
+            stopping=self._stopping,
+            draining=self._draining,
         )
         outcome = Outcome.HANDED_BACK
         record = _as_record(held.record)
@@ -336,6 +351,7 @@ class ConsumerLoop:
             running,
         )
         self._status.update(state=WorkerState.DRAINING)
+        self._draining.set()
         self._pause_all()
         self._inflight.drop_backlog(self._consumer.assignment())
         deadline = self._clock() + self._config.drain_timeout_s

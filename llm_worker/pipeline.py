@@ -30,6 +30,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 from llm_service import log_lines
 from llm_service.errors import (
     BreakerOpenError,
+    PaymentRequiredError,
     PermanentTaskError,
     ProbeFailedError,
     ShutdownRequested,
@@ -40,6 +41,7 @@ from llm_service.logs import iso_timestamp
 from llm_service.status_table import Stage
 from llm_service.task_status import TaskStatus
 from llm_worker import error_codes as codes
+from llm_worker.budget_gate import Hold
 from llm_worker.decoding import DocumentInput, TextInput, classify
 from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
 from llm_worker.gigachat.budget import CallBudget
@@ -139,12 +141,35 @@ class Progress(Protocol):
     def add(self, **deltas: float | int) -> None: ...
 
 
+class Gate(Protocol):
+    """Budgets and the account's payment state (llm_worker/budget_gate.py)."""
+
+    def task_hold(self, tenant: str | None) -> Hold | None: ...
+    def tenant_of(self, spec: TaskSpec) -> str | None: ...
+    def spent(self, *, tokens: int, tenant: str | None) -> None: ...
+    def refused(self, status: int) -> None: ...
+    def hold_started(self) -> None: ...
+    def hold_ended(self) -> None: ...
+
+
 class TaskContext:
     """Per task: may it go on? False once its partition was revoked or lost, or the worker stops now."""
 
-    def __init__(self, *, still_owned: Callable[[], bool], stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        *,
+        still_owned: Callable[[], bool],
+        stopping: threading.Event,
+        draining: threading.Event | None = None,
+    ) -> None:
         self._still_owned = still_owned
         self._stopping = stopping
+        self._draining = draining or threading.Event()
+
+    @property
+    def draining(self) -> bool:
+        """The worker takes no new tasks: a task merely waiting for its budget hands itself back."""
+        return self._draining.is_set()
 
     def check(self, *, owned: bool = True) -> None:
         """Raise ShutdownRequested when the task must be handed back instead of finished.
@@ -212,6 +237,7 @@ class TaskPipeline:
         max_model_calls: int,
         breaker_open: Callable[[str], bool] = lambda model: False,
         breaker_poll_s: float = BREAKER_POLL_S,
+        gate: Gate | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -226,6 +252,7 @@ class TaskPipeline:
         self._max_model_calls = max_model_calls
         self._breaker_open = breaker_open
         self._breaker_poll_s = breaker_poll_s
+        self._gate = gate
         self._clock = clock
         self._wall_clock = wall_clock
 
@@ -489,8 +516,12 @@ class TaskPipeline:
         and again, never fail, and hold the breaker open forever.
         """
         while True:
+            self._wait_gate(run)
             try:
-                return self._attempt(run)
+                chat = self._attempt(run)
+            except PaymentRequiredError as error:
+                self._payment_refused(run, error)
+                continue
             except BreakerOpenError:
                 run.attempt -= 1  # the breaker refused before anything was sent: not an attempt
                 self._wait_breaker(run)
@@ -504,6 +535,48 @@ class TaskPipeline:
                     self._wait_breaker(run)
                 else:
                     self._before_retry(run, error)
+            else:
+                if self._gate is not None:
+                    self._gate.spent(tokens=chat.total_tokens, tenant=self._gate.tenant_of(run.spec))
+                return chat
+
+    def _payment_refused(self, run: _Run, error: PaymentRequiredError) -> None:
+        """402/403: not the task's fault. It costs no attempt and waits in _wait_gate with the pool."""
+        log.warning("Task %s held: %s", run.spec.task_id, error)
+        run.attempt -= 1
+        run.budget.give_back()
+        if self._gate is None:
+            raise error  # no gate to wait on (unit tests): a plain failure
+        self._gate.refused(error.status)
+
+    def _wait_gate(self, run: _Run) -> None:
+        """Hold the task while its budget is spent or the model wants payment; never fail it for that.
+
+        The time held does not count against the task's deadline. A stop or a revocation hands the
+        task back (uncommitted) from ctx.sleep.
+        """
+        if self._gate is None:
+            return
+        tenant = self._gate.tenant_of(run.spec)
+        hold = self._gate.task_hold(tenant)
+        if hold is None:
+            return
+        log.info(log_lines.TASK_HELD, run.spec.task_id, hold.value)
+        counted = hold is Hold.TENANT_BUDGET
+        if counted:
+            self._gate.hold_started()
+        try:
+            while hold is not None:
+                if run.ctx.draining:  # a new worker (maybe with a raised budget) takes it at once
+                    raise ShutdownRequested("task handed back: waiting for its budget while draining")
+                self._progress.task_stage(run.entry, Stage.RETRY_WAIT)
+                waited_from = self._clock()
+                run.ctx.sleep(self._breaker_poll_s)
+                run.deadline += self._clock() - waited_from
+                hold = self._gate.task_hold(tenant)
+        finally:
+            if counted:
+                self._gate.hold_ended()
 
     def _attempt(self, run: _Run) -> ChatResult:
         self._require_time(run)

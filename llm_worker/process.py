@@ -11,21 +11,26 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
+from zoneinfo import ZoneInfo
 
 from llm_service import exit_codes, log_lines
 from llm_service.config import Settings
 from llm_service.logs import reopen_log_files
 from llm_service.proctitle import set_worker_title
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
+from llm_worker.balance_watch import BalanceWatch
 from llm_worker.bootstrap import Clients, bootstrap
+from llm_worker.budget_gate import Budgets, SpendGate
 from llm_worker.consumer_loop import ConsumerLoop, LoopConfig
 from llm_worker.events import EventPublisher
-from llm_worker.gigachat.limiter import default_directory
+from llm_worker.gigachat.limiter import default_directory, private_directory
 from llm_worker.membership import leave_group
 from llm_worker.pipeline import RetryPolicy, TaskPipeline
+from llm_worker.spending import SpendingFiles
 from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import TaskRules
 
@@ -139,10 +144,14 @@ def _serve(
         status.update(breaker=now, conn_gigachat=Conn.DOWN if now is Breaker.OPEN else Conn.UP)
 
     clients.breakers.on_change(breaker_changed)
-    executor = ThreadPoolExecutor(max_workers=settings.worker_max_concurrent_tasks, thread_name_prefix="task")
+    gate = spend_gate(settings)
+    executor = ThreadPoolExecutor(
+        max_workers=settings.worker_max_concurrent_tasks + settings.gigachat_tenant_held_max,
+        thread_name_prefix="task",
+    )
     loop = ConsumerLoop(
         consumer=clients.consumer,
-        pipeline=_pipeline(settings, clients, status, worker_id),
+        pipeline=_pipeline(settings, clients, status, worker_id, gate),
         executor=executor,
         status=status,
         config=LoopConfig(
@@ -150,15 +159,26 @@ def _serve(
             max_concurrent=settings.worker_max_concurrent_tasks,
             drain_timeout_s=settings.worker_drain_timeout,
             revoke_timeout_s=settings.worker_revoke_timeout_s,
+            tenant_held_max=settings.gigachat_tenant_held_max,
         ),
         stop=signals,
         breaker_state=chain_state,
+        spend_hold=gate.pool_hold,
+        tenant_held=gate.held,
         on_turn=lambda: _housekeeping(signals),
         show_title=lambda busy, note: set_worker_title(
             slot, busy=busy, capacity=settings.worker_max_concurrent_tasks, note=note
         ),
     )
     loop.subscribe()
+    stop_balance = threading.Event()
+    if settings.gigachat_balance_interval_s > 0:
+        BalanceWatch(
+            files=gate.files,
+            read=clients.gigachat.balance,
+            interval_s=settings.gigachat_balance_interval_s,
+            stop=stop_balance,
+        ).start()
     status.update(state=WorkerState.RUNNING)
     log.info(log_lines.WORKER_STARTED, settings.kafka_tasks_topic)
     try:
@@ -166,10 +186,24 @@ def _serve(
     finally:
         # Threads still inside an HTTP call after a fast stop are not waited for: their tasks were
         # handed back (uncommitted) and the caller exits the process.
+        stop_balance.set()
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_id: str) -> TaskPipeline:
+def spend_gate(settings: Settings) -> SpendGate:
+    """The budgets and payment state, shared by the host's workers through the limiter directory."""
+    directory = default_directory(settings)
+    private_directory(directory)
+    return SpendGate(
+        files=SpendingFiles(directory=directory, zone=ZoneInfo(settings.gigachat_budget_timezone)),
+        budgets=Budgets.from_settings(settings),
+        probe_s=settings.gigachat_payment_probe_s,
+    )
+
+
+def _pipeline(
+    settings: Settings, clients: Clients, status: SlotWriter, worker_id: str, gate: SpendGate
+) -> TaskPipeline:
     publisher = EventPublisher(
         producer=clients.producer,
         status_topic=settings.kafka_status_topic,
@@ -197,6 +231,7 @@ def _pipeline(settings: Settings, clients: Clients, status: SlotWriter, worker_i
         breaker_open=lambda model: (
             clients.breakers.chain_state(clients.gigachat.chain(model)) is Breaker.OPEN
         ),
+        gate=gate,
     )
 
 

@@ -175,6 +175,7 @@ def render_table(reply: dict[str, Any]) -> str:
         f"   in flight {totals.get('in_flight')}   avg {totals.get('avg_processing_ms')} ms"
         f"   tokens {totals.get('tokens_used')}"
     )
+    lines += _budget_lines(sup.get("budget"))
     lines += [f"  {a['level'].upper()}: {a['name']}: {a['message']}" for a in reply.get("alerts", [])]
     rows = [[_cell(w, key) for _, key in _COLUMNS] for w in reply.get("workers", [])]
     widths = [
@@ -186,6 +187,25 @@ def render_table(reply: dict[str, Any]) -> str:
         for task in worker.get("tasks", []):
             lines.append(f"  [{worker['slot']}] {task['task_id']}  {task['stage']}  {task['age_s']} s")
     return "\n".join(lines)
+
+
+def _budget_lines(budget: dict[str, Any] | None) -> list[str]:
+    """Today's token spending (supervisor/budget.py); nothing when no budget is set and nothing spent."""
+    if not budget:
+        return []
+    scopes = [("pool", budget["pool"]), *sorted(budget.get("tenants", {}).items())]
+    shown = [_spent(name, line) for name, line in scopes if line["budget"] or line["spent"]]
+    reason = budget.get("intake_paused_reason")
+    if not shown and not reason:
+        return []
+    text = f"tokens today ({budget.get('day')}): " + "   ".join(shown)
+    return [text + (f"   intake PAUSED: {reason}" if reason else "")]
+
+
+def _spent(name: str, line: dict[str, Any]) -> str:
+    if not line["budget"]:
+        return f"{name} {line['spent']} (no budget)"
+    return f"{name} {line['spent']}/{line['budget']} ({line['remaining']} left)"
 
 
 def _cell(worker: dict[str, Any], key: str) -> str:

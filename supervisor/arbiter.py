@@ -23,6 +23,7 @@ from llm_service.logs import configure_logging, reopen_log_files
 from llm_service.proctitle import set_supervisor_title
 from llm_service.status_table import SlotSnapshot, StatusTable
 from supervisor import status as status_view
+from supervisor.budget import BudgetWatch, budget_alerts
 from supervisor.control_socket import ControlServer
 from supervisor.health import AlertBook, ErrorRate, HealthInputs, find_alerts
 from supervisor.lag import LagMonitor
@@ -106,6 +107,7 @@ class Arbiter:
         self._load = LoadTracker(meter=parts.meter, window_s=settings.limit_window_s)
         self._pool_load = PoolLoad(shed=Shed.NONE, disk_low=False, reason="")
         self._alerts = AlertBook()
+        self._budget = BudgetWatch(settings=settings)
         self._errors = ErrorRate()
         self._snapshots: dict[int, SlotSnapshot] = {}
         self._operator_paused = False
@@ -333,7 +335,9 @@ class Arbiter:
                 s.group_instance_id for s in self.pool.wanted_slots() if s.state is SlotState.CONFLICT
             ),
         )
-        self._alerts.update(find_alerts(self.settings, inputs), self._clock.wall())
+        found = find_alerts(self.settings, inputs)
+        found.update(budget_alerts(self._budget.report()))
+        self._alerts.update(found, self._clock.wall())
         if lag is not None and self._stop_mode is None:
             lag.tick(self.settings, self._clock.monotonic())
 
@@ -454,6 +458,7 @@ class Arbiter:
                 raise ConfigError(f"LOG_FILE={new.log_file!r}: cannot open: {exc.strerror}") from None
         self.settings = new
         self.pool.settings = new
+        self._budget = BudgetWatch(settings=new)  # a raised budget shows (and clears its alert) at once
         self._load.set_window(new.limit_window_s)
         if "WORKER_PROCESSES" in changed:
             self.pool.resize(new.worker_processes)
@@ -563,6 +568,7 @@ class Arbiter:
             "kafka_errors_per_min": round(self._errors.per_minute(), 1),
             "consumer_lag_s": None if self._lag_s() is None else round(self._lag_s() or 0.0, 1),
             "consumer_lag_messages": lag.lag_messages if lag is not None else None,
+            "budget": self._budget.report().as_dict(),
         }
 
     def metrics_view(self) -> MetricsView:
@@ -597,4 +603,5 @@ class Arbiter:
             intake_paused=self._operator_paused or self._pool_load.intake_paused,
             intake_paused_by_operator=self._operator_paused,
             shed_level=int(self._pool_load.shed),
+            budget=self._budget.report(),
         )

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from llm_service import __version__
 from llm_service.status_table import PROCESSING_BUCKETS_S, Breaker, Conn, SlotSnapshot
 from llm_worker.error_codes import COUNTED
+from supervisor.budget import BudgetReport
 from supervisor.limits import HostReading
 from supervisor.slot import SlotState
 from supervisor.totals import Totals
@@ -61,6 +62,7 @@ class MetricsView:
     intake_paused: bool
     intake_paused_by_operator: bool
     shed_level: int
+    budget: BudgetReport | None = None
 
 
 def families(view: MetricsView) -> Iterator[Metric]:
@@ -68,6 +70,8 @@ def families(view: MetricsView) -> Iterator[Metric]:
     yield from _worker_families(view)
     yield from _load_families(view.load)
     yield from _service_families(view)
+    if view.budget is not None:
+        yield from _budget_families(view.budget)
 
 
 def _task_families(view: MetricsView) -> Iterator[Metric]:
@@ -238,3 +242,33 @@ class Exporter:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
+
+
+def _budget_families(budget: BudgetReport) -> Iterator[Metric]:
+    """Today's token spending and budgets (supervisor/budget.py); a scope is "pool" or "tenant:<name>"."""
+    spent = GaugeMetricFamily(P + "budget_tokens_spent", "Tokens spent today", labels=["scope"])
+    limit = GaugeMetricFamily(P + "budget_tokens", "Daily token budget (absent: none)", labels=["scope"])
+    left = GaugeMetricFamily(
+        P + "budget_tokens_remaining", "Tokens left of today's budget (absent: no budget)", labels=["scope"]
+    )
+    lines = [("pool", budget.pool), *((f"tenant:{n}", line) for n, line in sorted(budget.tenants.items()))]
+    for scope, line in lines:
+        spent.add_metric([scope], line.spent)
+        if line.remaining is not None:
+            limit.add_metric([scope], line.budget)
+            left.add_metric([scope], line.remaining)
+    yield spent
+    yield limit
+    yield left
+    if budget.balance is not None and budget.balance.prepaid:
+        balance = GaugeMetricFamily(
+            P + "model_balance_tokens", "Tokens left of each prepaid GigaChat package", labels=["usage"]
+        )
+        for usage, tokens in sorted(budget.balance.packages.items()):
+            balance.add_metric([usage], tokens)
+        yield balance
+    yield _gauge(
+        "model_payment_required",
+        "1 while GigaChat answers 402/403 and intake waits for a probe to succeed",
+        1 if budget.payment is not None else 0,
+    )

@@ -14,7 +14,8 @@ timeouts and transport errors within the task's deadline (backoff.py), and one i
 a fresh token after a 401. Every request carries the task id as X-Request-ID and X-Session-ID.
 
 Errors raised (all from llm_service.errors; codes in models.py):
-PermanentTaskError for a 4xx other than 401/408/429 and for AUTH_FAILED; TransientTaskError when
+PaymentRequiredError for a 402 or 403 (the account's money or rights: the pool pauses, the task
+waits); PermanentTaskError for another 4xx than 401/408/429 and for AUTH_FAILED; TransientTaskError when
 retries or time run out; BreakerOpenError (transient, code BREAKER_OPEN) when the breaker refuses a
 call before anything was sent. No message contains the authorization key or a token.
 """
@@ -35,7 +36,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from llm_service.config import Settings
-from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
+from llm_service.errors import (
+    BreakerOpenError,
+    PaymentRequiredError,
+    PermanentTaskError,
+    ProbeFailedError,
+    TransientTaskError,
+)
 from llm_service.model_settings import parse_context_lengths, parse_fallback_models
 from llm_worker.gigachat.auth import TokenProvider
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
@@ -246,6 +253,28 @@ class GigaChatClient:
         request = _Request("GET", "/models", "GigaChat model list", gated=False)
         self._call(request, task_id="bootstrap", deadline=self._clock() + self._timeout_s)
 
+    def balance(self) -> dict[str, float] | None:
+        """GET /balance: tokens left per prepaid package; None when the account has none (403).
+
+        Like ``check``, bypasses the breaker and the limiter: it sends no generation.
+        """
+        request = _Request("GET", "/balance", "GigaChat balance", gated=False)
+        try:
+            response = self._call(request, task_id="balance", deadline=self._clock() + self._timeout_s)
+        except PaymentRequiredError as exc:
+            if exc.status == 403:  # pay-as-you-go: no packages to read
+                return None
+            raise
+        body = _decode(response, request)
+        entries = body.get("balance") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise TransientTaskError("GigaChat balance answered without a list", code=MODEL_BAD_RESPONSE)
+        return {
+            str(e["usage"]): float(e["value"])
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("value"), (int, float)) and "usage" in e
+        }
+
     def close(self) -> None:
         """Close the pooled connections. The limiter and breakers are the caller's to close."""
         self._session.close()
@@ -386,6 +415,10 @@ class GigaChatClient:
                 TransientTaskError(f"{request.what}: HTTP 408 {message}", code=MODEL_TIMEOUT)
             )
         code = PERMANENT_BY_STATUS.get(status, MODEL_REJECTED)
+        if status in (402, 403):  # a spent package or lost rights: the pool pauses, the task waits
+            raise PaymentRequiredError(
+                f"{request.what} refused by GigaChat: HTTP {status} {message}", code=code, status=status
+            )
         if status == 413 and request.breaker != FILES_API:
             code = INPUT_TOO_LONG  # a chat prompt over the model's context (GigaChat's 413)
         raise PermanentTaskError(f"{request.what} rejected by GigaChat: HTTP {status} {message}", code=code)

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 import requests
 
-from llm_service.errors import BreakerOpenError, PermanentTaskError, ProbeFailedError, TransientTaskError
+from llm_service.errors import (
+    BreakerOpenError,
+    PaymentRequiredError,
+    PermanentTaskError,
+    ProbeFailedError,
+    TransientTaskError,
+)
 from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient
 from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.limiter import read_cap
@@ -143,8 +149,6 @@ def test_a_second_401_is_auth_failed(tmp_path: Path) -> None:
     [
         (400, "MODEL_BAD_REQUEST"),
         (422, "MODEL_INVALID_PARAMS"),
-        (402, "MODEL_PAYMENT_REQUIRED"),
-        (403, "MODEL_FORBIDDEN"),
         (404, "MODEL_NOT_FOUND"),
         (413, "INPUT_TOO_LONG"),
         (418, "MODEL_REJECTED"),
@@ -160,6 +164,19 @@ def test_4xx_are_permanent_and_not_retried(tmp_path: Path, status: int, code: st
     assert f"HTTP {status} No such model" in str(caught.value)
     assert rig.api_calls() == 1
     assert rig.breaker.failure_count == 0  # a task error is no sign of a sick server
+
+
+@pytest.mark.parametrize(("status", "code"), [(402, "MODEL_PAYMENT_REQUIRED"), (403, "MODEL_FORBIDDEN")])
+def test_402_and_403_are_the_accounts_fault_not_the_tasks(tmp_path: Path, status: int, code: str) -> None:
+    rig = Rig(tmp_path, Script(api=[response(status, {"status": status, "message": "Payment Required"})]))
+
+    with pytest.raises(PaymentRequiredError) as caught:
+        rig.chat()
+
+    assert not isinstance(caught.value, PermanentTaskError)  # the pipeline must not fail the task
+    assert (caught.value.code, caught.value.status) == (code, status)
+    assert rig.api_calls() == 1  # not retried: the pool pauses and probes instead
+    assert rig.breaker.failure_count == 0
 
 
 def test_5xx_429_and_timeouts_are_retried_with_exponential_backoff(tmp_path: Path) -> None:

@@ -32,6 +32,9 @@ SUPERVISOR_ALERTS = {
     "ram_high": "LLMServiceHighRAM",
     "worker_restarting": "LLMServiceWorkerRestarting",
     "intake_paused": "LLMServiceIntakePaused",
+    "token_budget_exhausted": "LLMServiceTokenBudgetExhausted",
+    "model_payment_required": "LLMServiceModelPaymentRequired",
+    "model_balance_low": "LLMServiceModelBalanceLow",
 }
 
 
@@ -75,7 +78,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 @pytest.mark.parametrize(("alert", "rule"), sorted(SUPERVISOR_ALERTS.items()))
 def test_each_supervisor_alert_has_a_rule(alert: str, rule: str) -> None:
     assert rule in _rule_names()
-    assert alert in (Path(__file__).resolve().parents[2] / "supervisor" / "health.py").read_text()
+    supervisor = Path(__file__).resolve().parents[2] / "supervisor"
+    assert any(alert in (supervisor / name).read_text() for name in ("health.py", "budget.py"))
 
 
 def test_every_rule_has_a_severity_and_an_action() -> None:

@@ -41,3 +41,18 @@ def test_table_has_a_row_per_worker_with_the_contract_columns(tmp_path: Path) ->
     ]
     assert [line.split()[2] for line in lines[3:5]] == ["RUNNING", "RUNNING"]
     assert "a-1  RECEIVED" in lines[5]
+
+
+def test_table_shows_todays_budgets_and_why_intake_waits() -> None:
+    budget = {
+        "day": "2026-12-01",
+        "pool": {"budget": 1000, "spent": 1000, "remaining": 0},
+        "tenants": {"ops": {"budget": 0, "spent": 7, "remaining": None}},
+        "payment_required": None,
+        "intake_paused_reason": "pool token budget spent",
+    }
+    text = render_table({"supervisor": {"budget": budget}, "workers": []})
+    assert (
+        "tokens today (2026-12-01): pool 1000/1000 (0 left)   ops 7 (no budget)"
+        "   intake PAUSED: pool token budget spent"
+    ) in text.splitlines()

@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llm_service.status_table import Breaker, Conn, StatusTable
 from llm_worker.error_codes import COUNTED, counted_index
+from llm_worker.spending import Balance, PaymentPause
+from supervisor.budget import BudgetReport, Line, budget_alerts
 from supervisor.limits import HostReading
 from supervisor.metrics import Exporter, MetricsView, WorkerView
 from supervisor.metrics_server import MetricsServer
@@ -170,3 +172,29 @@ def test_a_failing_render_is_a_500_not_a_dead_loop() -> None:
     finally:
         server.close()
         selector.close()
+
+
+def test_budget_gauges_show_spent_and_remaining_per_scope(table: StatusTable) -> None:
+    budget = BudgetReport(
+        day="2026-12-01",
+        pool=Line(budget=1000, spent=400),
+        tenants={"sales": Line(budget=100, spent=120), "ops": Line(budget=0, spent=7)},
+        payment=PaymentPause(status=402, since=1.0, next_probe=2.0),
+        balance=Balance(at=1.0, prepaid=True, packages={"GigaChat": 900.0, "GigaChat-Pro": 5000.0}),
+        balance_alert=1000,
+    )
+    s = scrape(view(table, CounterBook(), budget=budget))
+    assert s[("llm_service_budget_tokens_spent", (("scope", "pool"),))] == 400
+    assert s[("llm_service_budget_tokens_remaining", (("scope", "pool"),))] == 600
+    assert s[("llm_service_budget_tokens_remaining", (("scope", "tenant:sales"),))] == 0
+    assert s[("llm_service_budget_tokens_spent", (("scope", "tenant:ops"),))] == 7
+    assert ("llm_service_budget_tokens_remaining", (("scope", "tenant:ops"),)) not in s  # no budget
+    assert s[("llm_service_model_payment_required", ())] == 1
+    assert s[("llm_service_model_balance_tokens", (("usage", "GigaChat"),))] == 900
+    assert budget_alerts(budget).keys() == {
+        "token_budget_exhausted",
+        "model_payment_required",
+        "model_balance_low",
+    }
+    assert "GigaChat 900 tokens left" in budget_alerts(budget)["model_balance_low"][1]
+    assert "tenant sales" in budget_alerts(budget)["token_budget_exhausted"][1]

@@ -8,23 +8,27 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from kafka.errors import MessageSizeTooLargeError
 
 from llm_service.errors import (
     BreakerOpenError,
+    PaymentRequiredError,
     PermanentTaskError,
     ProbeFailedError,
     TaskError,
     TransientTaskError,
 )
 from llm_service.status_table import Stage
+from llm_worker.budget_gate import Budgets, SpendGate
 from llm_worker.error_codes import COUNTED
 from llm_worker.events import Source
 from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
 from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.spending import SpendingFiles
 from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import ObjectRef, TaskRules
 from tests.waiting import wait_until
@@ -190,6 +194,8 @@ class Harness:
         attempts: int = 3,
         breaker_open: bool = False,
         max_model_calls: int = 100,
+        *,
+        gate: SpendGate | None = None,
     ) -> None:
         self.model = model or FakeModel()
         self.store = store or FakeStore()
@@ -208,6 +214,7 @@ class Harness:
             max_model_calls=max_model_calls,
             breaker_open=lambda model: breaker_open,
             breaker_poll_s=0.0,
+            gate=gate,
         )
         self.owned = True
         self.stopping = threading.Event()
@@ -551,3 +558,34 @@ def test_a_quarantined_message_that_already_got_its_status_stays_silent() -> Non
     sent = len(h.publisher.statuses)
     assert h.quarantine({"task_id": "t19", "prompt": "p"}) is Outcome.DONE  # redelivered before its commit
     assert len(h.publisher.statuses) == sent and len(h.publisher.dead) == 1
+
+
+def spend_gate(directory: Path, budgets: Budgets | None = None) -> SpendGate:
+    return SpendGate(
+        files=SpendingFiles(directory=directory, zone=ZoneInfo("UTC")),
+        budgets=budgets or Budgets(pool=0, tenants={}, tenant_field="metadata.team"),
+        probe_s=0.01,
+        refresh_s=0.0,
+    )
+
+
+def test_a_402_holds_the_task_until_a_probe_succeeds_and_never_fails_it(tmp_path: Path) -> None:
+    refused = PaymentRequiredError("HTTP 402", code="MODEL_PAYMENT_REQUIRED", status=402)
+    gate = spend_gate(tmp_path)
+    h = Harness(FakeModel(refused, refused, ANSWER), attempts=1, max_model_calls=1, gate=gate)
+    assert h.run({"task_id": "t1", "prompt": "x", "metadata": {"team": "ops"}}) is Outcome.DONE
+    assert h.publisher.codes() == [1, 2, 3]  # no attempt counted, no call of the cap used up
+    assert gate.pool_hold() is None  # the answer ended the pause
+    spent = gate.files.spent()
+    assert (spent.pool, spent.tenants) == (12, {"ops": 12})
+
+
+def test_a_spent_budget_calls_no_model_and_hands_the_task_back_when_stopping(tmp_path: Path) -> None:
+    gate = spend_gate(tmp_path, Budgets(pool=0, tenants={"sales": 10}, tenant_field="metadata.team"))
+    gate.files.add(tokens=10, tenant="sales")
+    h = Harness(gate=gate)
+    threading.Timer(0.3, h.stopping.set).start()
+    assert h.run({"task_id": "t1", "prompt": "x", "metadata": {"team": "sales"}}) is Outcome.HANDED_BACK
+    assert h.model.calls == [] and 4 not in h.publisher.codes()
+    h.stopping.clear()
+    assert h.run({"task_id": "t3", "prompt": "x", "metadata": {"team": "ops"}}) is Outcome.DONE  # not held

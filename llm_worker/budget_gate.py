@@ -1,0 +1,185 @@
+"""May a task call the model now? The daily token budgets and the account's payment state decide.
+
+Checked by the pipeline before every model call (a task whose budget is spent never calls the model
+and is never failed: it waits, held by its worker) and by the consumer loop for intake:
+
+- pool budget spent (GIGACHAT_TOKEN_BUDGET_DAILY) or a 402/403 pause: every worker of the host pauses
+  intake (capacity 0; 1 during a payment pause, so that one task can be the probe).
+- tenant budget spent (GIGACHAT_TENANT_BUDGETS): that tenant's tasks are held, each in a task thread,
+  and do not count against the worker's concurrency, so the other tenants' tasks (on the same
+  partitions) keep flowing. A held task stays uncommitted (a crash redelivers it); at most
+  GIGACHAT_TENANT_HELD_MAX per worker, beyond which the worker pauses intake.
+
+Spending is read from the host's spend file (llm_worker/spending.py) at most every ``refresh_s``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llm_service.config import Settings
+from llm_worker.spending import Spend, SpendingFiles
+from llm_worker.task_message import TaskSpec
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0
+
+
+class Hold(enum.Enum):
+    """Why a task may not call the model now."""
+
+    POOL_BUDGET = "pool budget spent"
+    TENANT_BUDGET = "tenant budget spent"
+    PAYMENT = "model payment required"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The configured daily budgets; 0 or absent means none."""
+
+    pool: int
+    tenants: Mapping[str, int]
+    tenant_field: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Budgets:
+        return cls(
+            pool=settings.gigachat_token_budget_daily,
+            tenants=parse_tenant_budgets(settings.gigachat_tenant_budgets),
+            tenant_field=settings.task_tenant_field,
+        )
+
+    def tenant_of(self, task: Mapping[str, Any]) -> str | None:
+        """The tenant named by TASK_TENANT_FIELD (a dotted path into the task), or None."""
+        if not self.tenant_field:
+            return None
+        value: Any = task
+        for part in self.tenant_field.split("."):
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(part)
+        return value if isinstance(value, str) and value else None
+
+
+def parse_tenant_budgets(raw: str) -> dict[str, int]:
+    """``sales=200000,ops=50000`` -> {"sales": 200000, "ops": 50000} (checked by llm_service.config)."""
+    budgets: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        name, _, amount = part.partition("=")
+        budgets[name.strip()] = int(amount.strip())
+    return budgets
+
+
+def spent_reason(budgets: Budgets, spend: Spend) -> Hold | None:
+    return Hold.POOL_BUDGET if budgets.pool > 0 and spend.pool >= budgets.pool else None
+
+
+def tenant_spent(budgets: Budgets, spend: Spend, tenant: str | None) -> bool:
+    limit = budgets.tenants.get(tenant, 0) if tenant is not None else 0
+    return limit > 0 and spend.tenants.get(tenant or "", 0) >= limit
+
+
+class SpendGate:
+    """One per worker process, shared by its task threads and its consumer thread."""
+
+    def __init__(
+        self,
+        *,
+        files: SpendingFiles,
+        budgets: Budgets,
+        probe_s: float,
+        refresh_s: float = REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._files = files
+        self._budgets = budgets
+        self._probe_s = probe_s
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._spend = Spend(day="")
+        self._payment = False
+        self._held = 0
+
+    @property
+    def budgets(self) -> Budgets:
+        return self._budgets
+
+    @property
+    def files(self) -> SpendingFiles:
+        return self._files
+
+    def tenant_of(self, spec: TaskSpec) -> str | None:
+        """The task's tenant: TASK_TENANT_FIELD looked up in task_id, model and metadata.*."""
+        return self._budgets.tenant_of(
+            {"task_id": spec.task_id, "model": spec.model, "metadata": spec.metadata}
+        )
+
+    def _refresh(self) -> Spend:
+        with self._lock:
+            if self._clock() - self._read_at >= self._refresh_s:
+                self._spend = self._files.spent()
+                self._payment = self._files.payment() is not None
+                self._read_at = self._clock()
+            return self._spend
+
+    def pool_hold(self) -> Hold | None:
+        """Why the whole pool may not start tasks now (consumer thread), or None."""
+        spend = self._refresh()
+        if self._payment:
+            return Hold.PAYMENT
+        return spent_reason(self._budgets, spend)
+
+    def task_hold(self, tenant: str | None) -> Hold | None:
+        """Why this task may not call the model now, or None (task thread, before each call).
+
+        During a payment pause one task of the host gets through every GIGACHAT_PAYMENT_PROBE_S: the probe.
+        """
+        spend = self._refresh()
+        if self._payment and not self._files.claim_probe(probe_s=self._probe_s):
+            return Hold.PAYMENT
+        reason = spent_reason(self._budgets, spend)
+        if reason is not None:
+            return reason
+        return Hold.TENANT_BUDGET if tenant_spent(self._budgets, spend, tenant) else None
+
+    def spent(self, *, tokens: int, tenant: str | None) -> None:
+        """A call answered: count its tokens and end a payment pause."""
+        self._files.add(tokens=tokens, tenant=tenant)
+        if self._files.payment_ok():
+            log.warning("GigaChat answered again after a 402/403; intake resumes")
+        with self._lock:
+            self._payment = False
+            self._read_at = float("-inf")  # the next check sees this spending
+
+    def refused(self, status: int) -> None:
+        """The model answered 402/403: pause the host's intake until a probe succeeds."""
+        if self._files.payment_refused(status=status, probe_s=self._probe_s):
+            log.error(
+                "GigaChat answered HTTP %d (package spent or rights lost); intake paused, probe every %.0fs",
+                status,
+                self._probe_s,
+            )
+        with self._lock:
+            self._payment = True
+
+    def hold_started(self) -> None:
+        with self._lock:
+            self._held += 1
+
+    def hold_ended(self) -> None:
+        with self._lock:
+            self._held -= 1
+
+    def held(self) -> int:
+        """Tasks of spent tenants this worker holds now."""
+        with self._lock:
+            return self._held

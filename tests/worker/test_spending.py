@@ -1,0 +1,159 @@
+"""The spend and payment files (llm_worker/spending.py) and the gate on them (llm_worker/budget_gate.py).
+
+Real files, real flock; several processes add at once and no token is lost. Clocks are injected to
+cross midnight in the budget's time zone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from llm_service.config import load_settings
+from llm_service.errors import ConfigError
+from llm_worker.balance_watch import BalanceWatch
+from llm_worker.budget_gate import Budgets, Hold, SpendGate, parse_tenant_budgets
+from llm_worker.spending import SpendingFiles
+
+MSK = ZoneInfo("Europe/Moscow")
+# 2026-12-01 20:59:00 UTC = 23:59 in Moscow; a minute later the Moscow day is 2026-12-02.
+BEFORE_MIDNIGHT = 1796158740.0
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def files(tmp_path: Path, clock: Clock | None = None) -> SpendingFiles:
+    return SpendingFiles(directory=tmp_path, zone=MSK, wall_clock=clock or Clock(BEFORE_MIDNIGHT))
+
+
+def _add_many(directory: str, n: int) -> None:
+    spending = SpendingFiles(directory=Path(directory), zone=MSK)
+    for _ in range(n):
+        spending.add(tokens=3, tenant="sales")
+
+
+def test_processes_adding_at_once_lose_no_token(tmp_path: Path) -> None:
+    procs = [multiprocessing.Process(target=_add_many, args=(str(tmp_path), 50)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    spent = SpendingFiles(directory=tmp_path, zone=MSK).spent()
+    assert (spent.pool, spent.tenants) == (600, {"sales": 600})
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_new_day_in_the_budget_zone_starts_from_zero(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    spending = files(tmp_path, clock)
+    spending.add(tokens=100, tenant=None)
+    assert spending.spent().day == "2026-12-01" and spending.spent().pool == 100
+    clock.now += 120  # 00:01 in Moscow, still 21:01 UTC
+    assert spending.spent().day == "2026-12-02" and spending.spent().pool == 0
+    spending.add(tokens=5, tenant="ops")
+    assert spending.spent().pool == 5
+
+
+def test_a_damaged_file_counts_from_zero(tmp_path: Path) -> None:
+    spending = files(tmp_path)
+    (tmp_path / f"spend-{spending.day()}.json").write_text("{not json")
+    assert spending.spent().pool == 0
+    spending.add(tokens=7, tenant=None)
+    assert spending.spent().pool == 7
+
+
+def test_payment_pause_admits_one_probe_per_interval(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    spending = files(tmp_path, clock)
+    assert spending.payment_refused(status=402, probe_s=10) is True
+    assert spending.payment_refused(status=402, probe_s=10) is False  # already paused
+    assert not spending.claim_probe(probe_s=10)
+    clock.now += 10
+    assert spending.claim_probe(probe_s=10)
+    assert not spending.claim_probe(probe_s=10)  # the next one waits another interval
+    assert spending.payment_ok() is True
+    assert spending.payment() is None and spending.payment_ok() is False
+
+
+def gate(tmp_path: Path, budgets: Budgets, clock: Clock) -> SpendGate:
+    return SpendGate(
+        files=files(tmp_path, clock), budgets=budgets, probe_s=5, refresh_s=0.0, clock=lambda: 0.0
+    )
+
+
+def test_gate_holds_the_pool_and_spent_tenants_only(tmp_path: Path) -> None:
+    budgets = Budgets(pool=1000, tenants={"sales": 50}, tenant_field="metadata.team")
+    g = gate(tmp_path, budgets, Clock(BEFORE_MIDNIGHT))
+    assert g.task_hold("sales") is None and g.pool_hold() is None
+    g.spent(tokens=60, tenant="sales")
+    assert g.task_hold("sales") is Hold.TENANT_BUDGET
+    assert g.task_hold("ops") is None and g.task_hold(None) is None
+    assert g.pool_hold() is None  # a tenant's budget does not pause the pool
+    g.spent(tokens=940, tenant="ops")
+    assert g.pool_hold() is Hold.POOL_BUDGET and g.task_hold("ops") is Hold.POOL_BUDGET
+
+
+def test_gate_pauses_on_402_and_a_success_resumes(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    g = gate(tmp_path, Budgets(pool=0, tenants={}, tenant_field=""), clock)
+    g.refused(402)
+    assert g.pool_hold() is Hold.PAYMENT and g.task_hold(None) is Hold.PAYMENT
+    clock.now += 5
+    assert g.task_hold(None) is None  # this caller is the probe
+    assert g.task_hold(None) is Hold.PAYMENT  # the others still wait
+    g.spent(tokens=10, tenant=None)
+    assert g.pool_hold() is None and g.task_hold(None) is None
+
+
+def test_tenant_field_is_a_dotted_path() -> None:
+    budgets = Budgets(pool=0, tenants={}, tenant_field="metadata.team")
+    assert budgets.tenant_of({"metadata": {"team": "sales"}}) == "sales"
+    assert budgets.tenant_of({"metadata": None}) is None
+    assert budgets.tenant_of({"metadata": {"team": 5}}) is None
+    assert Budgets(pool=0, tenants={}, tenant_field="").tenant_of({"metadata": {"team": "x"}}) is None
+
+
+def test_tenant_budgets_setting() -> None:
+    assert parse_tenant_budgets("sales=200000, ops=50000") == {"sales": 200000, "ops": 50000}
+    settings = load_settings({"GIGACHAT_TENANT_BUDGETS": "sales=200000,ops=50000"}, env_file=None)
+    assert Budgets.from_settings(settings).tenants == {"sales": 200000, "ops": 50000}
+    with pytest.raises(ConfigError, match="GIGACHAT_TENANT_BUDGETS"):
+        load_settings({"GIGACHAT_TENANT_BUDGETS": "sales=lots"}, env_file=None)
+    with pytest.raises(ConfigError, match="GIGACHAT_BUDGET_TIMEZONE"):
+        load_settings({"GIGACHAT_BUDGET_TIMEZONE": "Mars/Olympus"}, env_file=None)
+
+
+def test_one_balance_reader_per_interval_and_403_means_no_packages(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    reads: list[str] = []
+    stop = threading.Event()
+
+    def watch(name: str, answer: dict[str, float] | None) -> BalanceWatch:
+        def read() -> dict[str, float] | None:
+            reads.append(name)
+            return answer
+
+        return BalanceWatch(files=files(tmp_path, clock), read=read, interval_s=60, stop=stop)
+
+    first, second = watch("a", {"GigaChat": 900.0}), watch("b", None)
+    first.poll_once()
+    second.poll_once()  # same interval: not its turn
+    assert reads == ["a"]
+    reading = files(tmp_path, clock).balance()
+    assert reading is not None and reading.prepaid and reading.packages == {"GigaChat": 900.0}
+    clock.now += 60
+    second.poll_once()
+    reading = files(tmp_path, clock).balance()
+    assert reads == ["a", "b"] and reading is not None and not reading.prepaid
