@@ -30,7 +30,7 @@ from llm_service.message_ledger import LEDGER_SIZE, DeathLedger, HeldMessage, He
 
 MAX_TRACKED_TASKS = 128
 READ_ATTEMPTS = 100_000  # backstop for a writer that never lets a read through
-READ_SPINS = 1_000  # attempts that only yield the CPU; later ones sleep READ_NAP_S, so a long wait costs none
+READ_SPINS = 1_000  # tries on an unmoved counter that only yield the CPU; later ones nap READ_NAP_S
 READ_NAP_S = 0.001
 READ_STUCK_S = 1.0  # odd counter unchanged this long: writer stuck or dead. A busy host holds a
 # preempted writer off the CPU for a long time: 10 ms, then 100 ms, made a stress test fail at load 8
@@ -139,24 +139,6 @@ def _offsets(
 
 
 _FIELD_AT, _AFTER_FIELDS = _offsets(_FIELDS, 0)
-
-
-def _whole(fields: dict[str, tuple[int, struct.Struct]]) -> struct.Struct:
-    """One struct for all fields, alignment gaps as pad bytes: the reader unpacks them in one call.
-
-    struct loads each field on its own (no bulk memcpy, see StatusTable.read), ~60 times faster than
-    ~60 calls from Python, which were most of the supervisor's CPU at 64 tasks/s.
-    """
-    fmt, pos = "<", 0
-    for at, packer in fields.values():
-        fmt += f"{at - pos}x" if at > pos else ""
-        fmt += packer.format.lstrip("<")
-        pos = at + packer.size
-    return struct.Struct(fmt)
-
-
-_ALL_FIELDS = _whole(_FIELD_AT)
-_FIELD_NAMES = tuple(_FIELD_AT)
 _CONTROL_AT, _AFTER_CONTROL = _offsets(_CONTROL, _AFTER_FIELDS)
 _TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
 _HELD_AT = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
@@ -327,10 +309,12 @@ class StatusTable:
             )
         self._stuck.pop(slot, None)
         moved_at = time.monotonic()
-        for attempt in range(READ_ATTEMPTS):
+        spins = 0  # attempts since the counter last moved
+        for _ in range(READ_ATTEMPTS):
             before = seq_packer.unpack_from(view, seq_at)[0]
+            spins += 1
             if before != seq:
-                seq, moved_at = before, time.monotonic()
+                seq, moved_at, spins = before, time.monotonic(), 0
             if before % 2 == 0:
                 values = _read_values(view)
                 if seq_packer.unpack_from(view, seq_at)[0] == before:
@@ -338,8 +322,9 @@ class StatusTable:
             elif time.monotonic() - moved_at > READ_STUCK_S:
                 self._stuck[slot] = before
                 break
-            # let the writer finish its few hundred nanoseconds; past that it was preempted: nap
-            time.sleep(0 if attempt < READ_SPINS else READ_NAP_S)
+            # A moving counter is a busy writer: retry at once. One that stays put for READ_SPINS tries
+            # belongs to a writer off the CPU (preempted, or dead): nap instead of burning the core.
+            time.sleep(0 if spins < READ_SPINS else READ_NAP_S)
         raise StaleRecordError(f"slot {slot}: record stays mid-write (sequence {seq}); writer stuck or dead")
 
     def close(self) -> None:
@@ -353,7 +338,7 @@ _Values = dict[str, Any]  # what struct unpacked: ints and floats by field
 
 def _read_values(view: memoryview) -> tuple[_Values, _Values, list[tuple[float, int, bytes]]]:
     """The record's raw values, each read on its own; no interpretation until the read is known good."""
-    fields = dict(zip(_FIELD_NAMES, _ALL_FIELDS.unpack_from(view, 0), strict=True))
+    fields = {name: packer.unpack_from(view, pos)[0] for name, (pos, packer) in _FIELD_AT.items()}
     control = {name: packer.unpack_from(view, pos)[0] for name, (pos, packer) in _CONTROL_AT.items()}
     tasks = []
     for i in range(MAX_TRACKED_TASKS):
