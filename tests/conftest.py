@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from devstack.paths import cache_dir
 from devstack.stack import Stack, StackPorts
+from tests.worker.harness import EmulatorControl, Names, StatusLog
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +46,25 @@ def service_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
     env.update(stack.env())
     env["RUNTIME_DIRECTORY"] = str(tmp_path)
     return env
+
+
+@pytest.fixture
+def producer(stack: Stack) -> Iterator[KafkaProducer]:
+    client = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
+    yield client
+    client.close(timeout=10)
+
+
+@pytest.fixture
+def status_log(stack: Stack, names: Names) -> Iterator[StatusLog]:
+    """The status topic of the test's ``names``, which each test folder's conftest creates."""
+    reader = StatusLog(stack.kafka_bootstrap, names.status)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def emulator(stack: Stack) -> Iterator[EmulatorControl]:
+    control = EmulatorControl(stack.emulator_url)
+    yield control
+    control.restore()

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from devstack.stack import Stack
 from tests.deploy.podman import build_image, ensure_base_image, podman_env
 from tests.external_tools import require_tool
-from tests.worker.harness import EmulatorControl, Names, StatusLog, create_topics
+from tests.worker.harness import Names, create_topics
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_TAG = "localhost/llm-service:test"
@@ -40,24 +38,3 @@ def names(stack: Stack, unique_name: str) -> Names:
     created = Names.fresh(unique_name)
     create_topics(stack, created, partitions=2)
     return created
-
-
-@pytest.fixture
-def producer(stack: Stack) -> Iterator[KafkaProducer]:
-    client = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
-    yield client
-    client.close(timeout=10)
-
-
-@pytest.fixture
-def status_log(stack: Stack, names: Names) -> Iterator[StatusLog]:
-    reader = StatusLog(stack.kafka_bootstrap, names.status)
-    yield reader
-    reader.close()
-
-
-@pytest.fixture
-def emulator(stack: Stack) -> Iterator[EmulatorControl]:
-    control = EmulatorControl(stack.emulator_url)
-    yield control
-    control.restore()

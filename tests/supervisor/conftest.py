@@ -6,11 +6,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from devstack.stack import Stack
 from tests.supervisor.harness import Supervisor
-from tests.worker.harness import EmulatorControl, Names, StatusLog, create_topics, worker_env
+from tests.worker.harness import Names, create_topics, worker_env
 
 StartSupervisor = Callable[..., Supervisor]
 
@@ -20,27 +19,6 @@ def names(stack: Stack, unique_name: str) -> Names:
     created = Names.fresh(unique_name)
     create_topics(stack, created, partitions=4)
     return created
-
-
-@pytest.fixture
-def producer(stack: Stack) -> Iterator[KafkaProducer]:
-    client = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=5)
-    yield client
-    client.close(timeout=10)
-
-
-@pytest.fixture
-def status_log(stack: Stack, names: Names) -> Iterator[StatusLog]:
-    reader = StatusLog(stack.kafka_bootstrap, names.status)
-    yield reader
-    reader.close()
-
-
-@pytest.fixture
-def emulator(stack: Stack) -> Iterator[EmulatorControl]:
-    control = EmulatorControl(stack.emulator_url)
-    yield control
-    control.restore()
 
 
 @pytest.fixture
