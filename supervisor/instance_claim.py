@@ -60,13 +60,20 @@ def previous_run_gone(path: Path, *, prefix: str, group: str, pid: int) -> int |
         return None
     if old == pid:
         return old  # our own pid: a previous run in a container restarted as PID 1
+    return old if _gone(old) else None
+
+
+def _gone(pid: int) -> bool:
+    """True when no process has ``pid``; False when one may (alive, another user's, or a bad number)."""
+    if pid <= 0:
+        return False  # kill(0 or -n) would probe a process group, not the recorded process
     try:
-        os.kill(old, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return old
-    except PermissionError:
-        return None  # alive, another user's
-    return None
+        return True
+    except (PermissionError, OverflowError):
+        return False  # alive and another user's; or no process could have such a pid (a damaged record)
+    return False
 
 
 def write_record(path: Path, *, prefix: str, group: str, pid: int) -> None:

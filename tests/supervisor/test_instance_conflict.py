@@ -191,3 +191,12 @@ def test_a_previous_run_of_this_supervisor_is_recognised_by_its_record(tmp_path:
     assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=1) == 1
     record.write_text("{not json", encoding="utf-8")
     assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=os.getpid()) is None
+
+
+@pytest.mark.parametrize("pid", ["0", "-1", "9" * 40, "x", "null"])
+def test_a_damaged_instance_record_is_no_previous_run(tmp_path: Path, pid: str) -> None:
+    record = tmp_path / "sup.sock.instance"
+    record.write_text(
+        f'{{"prefix": "p", "group": "g", "pid": {pid if pid != "x" else chr(34) + pid + chr(34)}}}'
+    )
+    assert instance_claim.previous_run_gone(record, prefix="p", group="g", pid=os.getpid()) is None
