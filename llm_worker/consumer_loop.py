@@ -45,8 +45,9 @@ from llm_worker.budget_gate import Hold
 from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import JoinGuard
-from llm_worker.pipeline import Outcome, Record, TaskContext, TaskPipeline
+from llm_worker.pipeline import TaskPipeline
 from llm_worker.rebalance import RebalanceListener, loop_sleep
+from llm_worker.task_context import Outcome, Record, TaskContext
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from llm_worker.offsets import OffsetTracker
-from llm_worker.pipeline import Outcome
+from llm_worker.task_context import Outcome
 
 P = TypeVar("P", bound=Hashable)
 R = TypeVar("R")

@@ -11,21 +11,18 @@ the marker can still repeat a final status, instead of the whole commit interval
 Runs in a task thread, one call of :meth:`TaskPipeline.run` per Kafka message. It never commits:
 it returns an :class:`Outcome` once the final status (and dead letter) is acknowledged by Kafka,
 and the consumer thread commits. Dependencies come in as small protocols, so the decisions here
-are unit-tested with fakes (tests/worker/test_pipeline.py).
+are unit-tested with fakes (tests/worker/test_pipeline.py). Its neighbours: llm_worker/ports.py (the
+protocols), task_context.py (record, context, outcome), status_delivery.py (statuses and dead letters
+to Kafka), task_result.py (chat messages, result object), retry_policy.py.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import random
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
-
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from typing import Any, TypeVar
 
 from llm_service import log_lines
 from llm_service.errors import (
@@ -43,163 +40,30 @@ from llm_service.task_status import TaskStatus
 from llm_worker import error_codes as codes
 from llm_worker.budget_gate import Hold
 from llm_worker.decoding import DocumentInput, TextInput, classify
-from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
 from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
-from llm_worker.task_lease import Lease
+from llm_worker.ports import Gate, Leases, Model, ObjectStore, Progress, Publisher
+from llm_worker.retry_policy import RetryPolicy
+from llm_worker.status_delivery import StatusDelivery
+from llm_worker.task_context import Outcome, Record, TaskContext
 from llm_worker.task_message import (
     FALLBACK_PARAM,
-    ObjectRef,
     Rejected,
     TaskRules,
     TaskSpec,
     parse_task,
     readable_task_id,
 )
+from llm_worker.task_result import build_messages, result_object
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BREAKER_POLL_S = 1.0  # how often a task parked on an open breaker tries again (the probe comes from here)
-PUBLISH_WAIT_S = 5.0  # one wait for a broker ack before checking for a stop request
-PUBLISH_RETRY_S = 2.0
 MIN_WRITE_WINDOW_S = 30.0  # a paid-for answer gets this long to reach S3 even past the task deadline
 
 
-class Outcome(enum.Enum):
-    DONE = "done"  # final status acknowledged: the offset may be committed
-    HANDED_BACK = "handed_back"  # stopped or partition revoked before the end: do not commit
-
-
-@dataclass(frozen=True)
-class Record:
-    """The part of a Kafka record the pipeline needs (a ConsumerRecord in production)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class ObjectStore(Protocol):
-    def read_input(self, ref: ObjectRef) -> bytes: ...
-    def read_json(self, ref: ObjectRef) -> dict[str, Any] | None: ...
-    def write_json(self, ref: ObjectRef, body: dict[str, Any]) -> None: ...
-
-
-class Model(Protocol):
-    def chat(
-        self,
-        *,
-        task_id: str,
-        messages: list[dict[str, Any]],
-        model: str,
-        params: Mapping[str, Any],
-        deadline: float,
-        fallback: bool = True,
-        budget: CallBudget | None = None,
-    ) -> ChatResult: ...
-    def upload_file(
-        self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
-    ) -> str: ...
-    def delete_file(self, *, task_id: str, file_id: str) -> None: ...
-
-
-class Publisher(Protocol):
-    @property
-    def worker_id(self) -> str: ...
-    def status(self, event: dict[str, Any], *, cut: bool = False) -> Delivery: ...
-    def dead_letter(
-        self,
-        *,
-        raw: bytes | None,
-        key: bytes | None,
-        task_id: str | None,
-        error: TaskError,
-        source: Source,
-        limit: int | None = None,
-    ) -> Delivery: ...
-
-
-class Leases(Protocol):
-    """One run of a task id at a time on this host (llm_worker.task_lease.TaskLeases)."""
-
-    def acquire(self, task_id: str, wait: Callable[[float], None]) -> Lease: ...
-
-
-class Progress(Protocol):
-    """The worker's slot in the status table (llm_service.status_table.SlotWriter)."""
-
-    def task_started(self, task_id: str) -> int: ...
-    def task_stage(self, entry: int, stage: Stage) -> None: ...
-    def task_finished(
-        self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0, code_index: int = -1
-    ) -> None: ...
-    def task_rejected(self, *, code_index: int) -> None: ...
-    def task_dropped(self, entry: int) -> None: ...
-    def add(self, **deltas: float | int) -> None: ...
-
-
-class Gate(Protocol):
-    """Budgets and the account's payment state (llm_worker/budget_gate.py)."""
-
-    def task_hold(self, tenant: str | None) -> Hold | None: ...
-    def tenant_of(self, spec: TaskSpec) -> str | None: ...
-    def spent(self, *, tokens: int, tenant: str | None) -> None: ...
-    def refused(self, status: int) -> None: ...
-    def hold_started(self) -> None: ...
-    def hold_ended(self) -> None: ...
-
-
-class TaskContext:
-    """Per task: may it go on? False once its partition was revoked or lost, or the worker stops now."""
-
-    def __init__(
-        self,
-        *,
-        still_owned: Callable[[], bool],
-        stopping: threading.Event,
-        draining: threading.Event | None = None,
-    ) -> None:
-        self._still_owned = still_owned
-        self._stopping = stopping
-        self._draining = draining or threading.Event()
-
-    @property
-    def draining(self) -> bool:
-        """The worker takes no new tasks: a task merely waiting for its budget hands itself back."""
-        return self._draining.is_set()
-
-    def check(self, *, owned: bool = True) -> None:
-        """Raise ShutdownRequested when the task must be handed back instead of finished.
-
-        ``owned=False`` ignores a revoked partition: used once the outcome is decided and only its
-        publication remains, which is worth finishing for whoever takes the partition over.
-        """
-        if self._stopping.is_set() or (owned and not self._still_owned()):
-            raise ShutdownRequested("task handed back")
-
-    def sleep(self, seconds: float, *, owned: bool = True) -> None:
-        if self._stopping.wait(max(0.0, seconds)):
-            raise ShutdownRequested("task handed back")
-        self.check(owned=owned)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Attempts and pauses for transient failures: exponential backoff with full jitter."""
-
-    max_attempts: int
-    base_s: float
-    max_s: float
-    rng: Callable[[], float] = field(default=random.random)
-
-    def delay(self, failures: int) -> float:
-        return float(self.rng() * min(self.max_s, self.base_s * 2.0 ** (failures - 1)))
-
-
-@dataclass
+@dataclass(kw_only=True)
 class _Run:
     """What one task run knows so far (owned by its task thread)."""
 
@@ -244,7 +108,7 @@ class TaskPipeline:
         self._rules = rules
         self._storage = storage
         self._model = model
-        self._publisher = publisher
+        self._delivery = StatusDelivery(publisher=publisher, wall_clock=wall_clock)
         self._progress = progress
         self._retry = retry
         self._task_timeout_s = task_timeout_s
@@ -268,7 +132,7 @@ class TaskPipeline:
         except ShutdownRequested:
             return Outcome.HANDED_BACK
         except Exception as exc:  # the door: input nobody imagined must not kill the task or its worker
-            log.exception("Unexpected error on message %s", _where(record))
+            log.exception("Unexpected error on message %s", record.where())
             return self._last_resort(record, ctx, exc)
 
     def _last_resort(self, record: Record, ctx: TaskContext, exc: Exception) -> Outcome:
@@ -291,7 +155,7 @@ class TaskPipeline:
             self._progress.task_rejected(code_index=codes.counted_index(parsed.error.code))
             return Outcome.DONE
         run = self._new_run(record, parsed, ctx)
-        log.info(log_lines.PROCESSING_TASK, parsed.task_id, self._publisher.worker_id)
+        log.info(log_lines.PROCESSING_TASK, parsed.task_id, self._delivery.worker_id)
         try:
             lease = self._leases.acquire(parsed.task_id, ctx.sleep)
         except ShutdownRequested:
@@ -338,12 +202,12 @@ class TaskPipeline:
     def _new_run(self, record: Record, spec: TaskSpec, ctx: TaskContext) -> _Run:
         started = self._clock()
         return _Run(
-            record,
-            spec,
-            ctx,
-            self._progress.task_started(spec.task_id),
-            started,
-            started + self._task_timeout_s,
+            record=record,
+            spec=spec,
+            ctx=ctx,
+            entry=self._progress.task_started(spec.task_id),
+            started=started,
+            deadline=started + self._task_timeout_s,
             budget=CallBudget(limit=self._max_model_calls),
         )
 
@@ -352,7 +216,7 @@ class TaskPipeline:
         try:
             if self._already_final(run):
                 return Outcome.DONE
-            self._send_status(run, TaskStatus.RECEIVED)
+            self._delivery.queue(self._event(run, TaskStatus.RECEIVED))
             if self._reemit_existing(run):
                 return Outcome.DONE
             chat = self._attempts(run)
@@ -448,7 +312,7 @@ class TaskPipeline:
             if isinstance(error, dict)
             else None,
         )
-        self._deliver_status(event, run.ctx)
+        self._delivery.final(event, run.ctx)
         self._write_marker(run, {**marker, "sources": [*sources[-15:], run.source]})
         self._progress.task_dropped(run.entry)
         return True
@@ -496,7 +360,7 @@ class TaskPipeline:
             result=run.spec.output.as_dict(),
         )
         event["model"] = body.get("model")
-        self._deliver_status(event, run.ctx)
+        self._delivery.final(event, run.ctx)
         self._mark_final(
             run,
             TaskStatus.COMPLETED,
@@ -508,30 +372,21 @@ class TaskPipeline:
         return True
 
     def _attempts(self, run: _Run) -> ChatResult:
-        """Call the model until it answers; transient failures retry, an open breaker waits for free.
-
-        A failure while the breaker is open (the call that opened it) is the model host's outage,
-        not the task's: like a refused call, it costs the task no attempt. A failed half-open probe
-        does cost one (ProbeFailedError): else one prompt that always fails would be the probe again
-        and again, never fail, and hold the breaker open forever.
-        """
+        """Call the model until it answers; transient failures retry, an open breaker waits for free."""
         while True:
             self._wait_gate(run)
             try:
                 chat = self._attempt(run)
             except PaymentRequiredError as error:
                 self._payment_refused(run, error)
-                continue
             except BreakerOpenError:
-                run.attempt -= 1  # the breaker refused before anything was sent: not an attempt
                 self._wait_breaker(run)
             except ProbeFailedError as error:
                 self._before_retry(run, error)
             except TransientTaskError as error:
                 if run.budget.spent:
                     raise  # TASK_MAX_MODEL_CALLS: no attempt, and no wait for the breaker, can help
-                if self._breaker_open(run.spec.model) and error.code != codes.TIMED_OUT:
-                    run.attempt -= 1
+                if self._host_outage(run, error):
                     self._wait_breaker(run)
                 else:
                     self._before_retry(run, error)
@@ -540,10 +395,31 @@ class TaskPipeline:
                     self._gate.spent(tokens=chat.total_tokens, tenant=self._gate.tenant_of(run.spec))
                 return chat
 
+    def _host_outage(self, run: _Run, error: TransientTaskError) -> bool:
+        """A failure while the breaker is open (the call that opened it) is the model host's, not the task's.
+
+        A failed half-open probe is the task's (ProbeFailedError): else one prompt that always fails
+        would be the probe again and again, never fail, and hold the breaker open forever. A timeout
+        is the task's too: its own deadline ran out.
+        """
+        return error.code != codes.TIMED_OUT and self._breaker_open(run.spec.model)
+
+    def _costs_attempt(self, run: _Run, error: BaseException | None) -> bool:
+        """Whether an attempt that ended with ``error`` (None: the model answered) counts as one.
+
+        The one place attempts are counted. A call refused before anything was sent (breaker open,
+        402/403) and a failure during the host's outage cost nothing; everything else does, an S3
+        failure reading the input included.
+        """
+        if isinstance(error, (BreakerOpenError, PaymentRequiredError)):
+            return False
+        if isinstance(error, ProbeFailedError) or run.budget.spent:
+            return True
+        return not (isinstance(error, TransientTaskError) and self._host_outage(run, error))
+
     def _payment_refused(self, run: _Run, error: PaymentRequiredError) -> None:
         """402/403: not the task's fault. It costs no attempt and waits in _wait_gate with the pool."""
         log.warning("Task %s held: %s", run.spec.task_id, error)
-        run.attempt -= 1
         run.budget.give_back()
         if self._gate is None:
             raise error  # no gate to wait on (unit tests): a plain failure
@@ -579,8 +455,20 @@ class TaskPipeline:
                 self._gate.hold_ended()
 
     def _attempt(self, run: _Run) -> ChatResult:
+        """One attempt, numbered ``run.attempt + 1``; ``run.attempt`` moves on once it is known to count."""
         self._require_time(run)
-        run.attempt += 1  # an S3 failure reading the input counts as an attempt too
+        number = run.attempt + 1
+        error: BaseException | None = None
+        try:
+            return self._try(run, number)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self._costs_attempt(run, error):
+                run.attempt = number
+
+    def _try(self, run: _Run, number: int) -> ChatResult:
         if run.content is None and run.spec.input is not None:
             self._progress.task_stage(run.entry, Stage.READING_INPUT)
             run.content = classify(self._storage.read_input(run.spec.input), run.spec.input.key)
@@ -596,9 +484,9 @@ class TaskPipeline:
                 deadline=run.deadline,
             )
         messages = build_messages(run.spec, run.content, run.file_id)
-        if run.attempt > run.announced:
-            run.announced = run.attempt
-            self._send_status(run, TaskStatus.PROCESSING)
+        if number > run.announced:
+            run.announced = number
+            self._delivery.queue(self._event(run, TaskStatus.PROCESSING, attempt=number))
         return self._chat(run, messages)
 
     def _chat(self, run: _Run, messages: list[dict[str, Any]]) -> ChatResult:
@@ -661,7 +549,7 @@ class TaskPipeline:
         body = result_object(
             spec,
             chat,
-            worker_id=self._publisher.worker_id,
+            worker_id=self._delivery.worker_id,
             processing_ms=processing_ms,
             created_at=iso_timestamp(self._wall_clock()),
         )
@@ -676,7 +564,7 @@ class TaskPipeline:
             result=spec.output.as_dict(),
         )
         event["model"] = chat.model  # which model answered: the task's own or a fallback
-        self._deliver_status(event, run.ctx)
+        self._delivery.final(event, run.ctx)
         self._mark_final(
             run,
             TaskStatus.COMPLETED,
@@ -716,23 +604,14 @@ class TaskPipeline:
 
     # --- publishing ------------------------------------------------------------------------------
 
-    def _event(self, run: _Run, status: TaskStatus, **fields: Any) -> dict[str, Any]:
-        return status_event(
+    def _event(self, run: _Run, status: TaskStatus, *, attempt: int = 0, **fields: Any) -> dict[str, Any]:
+        return self._delivery.event(
             task_id=run.spec.task_id,
             status=status,
-            worker_id=self._publisher.worker_id,
-            attempt=max(run.attempt, 1),
+            attempt=attempt or max(run.attempt, 1),
             metadata=run.spec.metadata,
-            now=self._wall_clock(),
             **fields,
         )
-
-    def _send_status(self, run: _Run, status: TaskStatus) -> None:
-        """Queue a non-final status; not awaited (the final one's ack covers it: same key, idempotent)."""
-        try:
-            self._publisher.status(self._event(run, status))
-        except KafkaError as exc:
-            log.warning("Could not queue status %d of task %s: %s", status, run.spec.task_id, exc)
 
     def _fail(
         self,
@@ -745,104 +624,5 @@ class TaskPipeline:
         attempt: int = 1,
     ) -> None:
         """FAILED status (when the task id is known) and the dead letter, both acknowledged."""
-        log.warning(log_lines.TASK_FAILED, task_id or f"<{_where(record)}>", f"{error.code}: {error}")
-        if task_id is not None:
-            event = status_event(
-                task_id=task_id,
-                status=TaskStatus.FAILED,
-                worker_id=self._publisher.worker_id,
-                attempt=attempt,
-                metadata=metadata,
-                error=error,
-                now=self._wall_clock(),
-            )
-            self._deliver_status(event, ctx)
-        source = Source(record.topic, record.partition, record.offset)
-
-        def dead_letter(limit: int | None = None) -> Delivery:
-            return self._publisher.dead_letter(
-                raw=record.value, key=record.key, task_id=task_id, error=error, source=source, limit=limit
-            )
-
-        try:
-            self._deliver(dead_letter, ctx, give_up_on=MessageSizeTooLargeError)
-        except MessageSizeTooLargeError:
-            log.warning("The DLQ refused the full message of task %s; sending it truncated", task_id)
-            self._deliver(lambda: dead_letter(DLQ_FALLBACK_BYTES), ctx)
-
-    def _deliver_status(self, event: dict[str, Any], ctx: TaskContext) -> None:
-        """A final status, acknowledged; cut down (no metadata echo) when the broker refuses its size."""
-        try:
-            self._deliver(lambda: self._publisher.status(event), ctx, give_up_on=MessageSizeTooLargeError)
-        except MessageSizeTooLargeError:
-            self._deliver(lambda: self._publisher.status(event, cut=True), ctx)
-
-    def _deliver(
-        self, send: Callable[[], Delivery], ctx: TaskContext, give_up_on: type[KafkaError] | None = None
-    ) -> None:
-        """Send and wait for the broker's ack; re-send after a failure until acked or stopping."""
-        while True:
-            try:
-                delivery = send()
-                self._await(delivery, ctx)
-                return
-            except KafkaError as exc:
-                if give_up_on is not None and isinstance(exc, give_up_on):
-                    raise
-                log.warning(
-                    "Kafka did not acknowledge an event (%s); sending it again in %.0fs", exc, PUBLISH_RETRY_S
-                )
-                ctx.sleep(PUBLISH_RETRY_S, owned=False)
-
-    def _await(self, delivery: Delivery, ctx: TaskContext) -> None:
-        while True:
-            try:
-                delivery.get(timeout=PUBLISH_WAIT_S)
-                return
-            except KafkaError:
-                if getattr(delivery, "is_done", True):
-                    raise  # the send failed for good (delivery timeout, size, authorization)
-            ctx.check(owned=False)
-
-
-def _where(record: Record) -> str:
-    return f"{record.topic}/{record.partition}@{record.offset}"
-
-
-def build_messages(
-    spec: TaskSpec, content: TextInput | DocumentInput | None, file_id: str | None
-) -> list[dict[str, Any]]:
-    """The chat messages of a task: its messages, then its prompt, the input text joined to the prompt."""
-    messages: list[dict[str, Any]] = [dict(m) for m in spec.messages]
-    if spec.prompt is not None:
-        messages.append({"role": "user", "content": spec.prompt})
-    last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
-    if last_user is None:
-        last_user = {"role": "user", "content": ""}
-        messages.append(last_user)
-    if isinstance(content, TextInput):
-        last_user["content"] = f"{last_user['content']}\n\n{content.text}".lstrip("\n")
-    if file_id is not None:
-        last_user["attachments"] = [file_id]
-    return messages
-
-
-def result_object(
-    spec: TaskSpec, chat: ChatResult, *, worker_id: str, processing_ms: float, created_at: str
-) -> dict[str, Any]:
-    """The result object of CONTRACT.md."""
-    return {
-        "task_id": spec.task_id,
-        "model": chat.model,
-        "content": chat.content,
-        "finish_reason": chat.finish_reason,
-        "usage": {
-            "prompt_tokens": chat.prompt_tokens,
-            "completion_tokens": chat.completion_tokens,
-            "total_tokens": chat.total_tokens,
-        },
-        "worker_id": worker_id,
-        "created_at": created_at,
-        "processing_ms": round(processing_ms, 1),
-        "metadata": spec.metadata,
-    }
+        log.warning(log_lines.TASK_FAILED, task_id or f"<{record.where()}>", f"{error.code}: {error}")
+        self._delivery.failed(record, error, ctx, task_id=task_id, metadata=metadata, attempt=attempt)

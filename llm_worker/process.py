@@ -29,7 +29,8 @@ from llm_worker.consumer_loop import ConsumerLoop, LoopConfig
 from llm_worker.events import EventPublisher
 from llm_worker.gigachat.limiter import default_directory, private_directory
 from llm_worker.membership import leave_group
-from llm_worker.pipeline import RetryPolicy, TaskPipeline
+from llm_worker.pipeline import TaskPipeline
+from llm_worker.retry_policy import RetryPolicy
 from llm_worker.spending import SpendingFiles
 from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import TaskRules

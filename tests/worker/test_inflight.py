@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llm_worker.inflight import Completion, InFlight, Verdict
-from llm_worker.pipeline import Outcome
+from llm_worker.task_context import Outcome
 
 
 def test_completions_move_the_commit_position_and_the_running_count() -> None:

@@ -23,7 +23,9 @@ from kafka.errors import MessageSizeTooLargeError
 from llm_service.errors import PermanentTaskError
 from llm_service.task_status import TaskStatus
 from llm_worker.events import EventPublisher, encode_status, status_event
-from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.pipeline import TaskPipeline
+from llm_worker.retry_policy import RetryPolicy
+from llm_worker.task_context import Outcome, Record, TaskContext
 from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import TaskRules
 from tests.worker.bad_messages import FAMILIES

@@ -27,8 +27,10 @@ from llm_worker.error_codes import COUNTED
 from llm_worker.events import Source
 from llm_worker.gigachat.budget import CallBudget
 from llm_worker.gigachat.models import ChatResult
-from llm_worker.pipeline import Outcome, Record, RetryPolicy, TaskContext, TaskPipeline
+from llm_worker.pipeline import TaskPipeline
+from llm_worker.retry_policy import RetryPolicy
 from llm_worker.spending import SpendingFiles
+from llm_worker.task_context import Outcome, Record, TaskContext
 from llm_worker.task_lease import TaskLeases
 from llm_worker.task_message import ObjectRef, TaskRules
 from tests.waiting import wait_until

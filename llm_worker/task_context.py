@@ -1,0 +1,64 @@
+"""What the consumer loop and the pipeline share about one Kafka message: the record, whether its task
+may go on, and how its run ended."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llm_service.errors import ShutdownRequested
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # final status acknowledged: the offset may be committed
+    HANDED_BACK = "handed_back"  # stopped or partition revoked before the end: do not commit
+
+
+@dataclass(frozen=True)
+class Record:
+    """The part of a Kafka record the pipeline needs (a ConsumerRecord in production)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    def where(self) -> str:
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+class TaskContext:
+    """Per task: may it go on? False once its partition was revoked or lost, or the worker stops now."""
+
+    def __init__(
+        self,
+        *,
+        still_owned: Callable[[], bool],
+        stopping: threading.Event,
+        draining: threading.Event | None = None,
+    ) -> None:
+        self._still_owned = still_owned
+        self._stopping = stopping
+        self._draining = draining or threading.Event()
+
+    @property
+    def draining(self) -> bool:
+        """The worker takes no new tasks: a task merely waiting for its budget hands itself back."""
+        return self._draining.is_set()
+
+    def check(self, *, owned: bool = True) -> None:
+        """Raise ShutdownRequested when the task must be handed back instead of finished.
+
+        ``owned=False`` ignores a revoked partition: used once the outcome is decided and only its
+        publication remains, which is worth finishing for whoever takes the partition over.
+        """
+        if self._stopping.is_set() or (owned and not self._still_owned()):
+            raise ShutdownRequested("task handed back")
+
+    def sleep(self, seconds: float, *, owned: bool = True) -> None:
+        if self._stopping.wait(max(0.0, seconds)):
+            raise ShutdownRequested("task handed back")
+        self.check(owned=owned)
