@@ -27,6 +27,13 @@ def test_scale_up_moves_partitions_without_losing_or_repeating_tasks(bed: Testbe
 
     second = bed.start_worker(env, slot=2, name="second").started()
     first.wait_for_log("Partitions revoked", timeout=60)
+    second.wait_for_log("Partitions assigned", timeout=60)
+    # On a busy machine the first worker may finish the moved partitions' backlog before the
+    # rebalance ends; tasks sent now land on both workers' partitions whatever the timing.
+    late = [f"{bed.names.group}-late{i:02d}" for i in range(20)]
+    for task_id in late:
+        send(bed.producer, bed.names.tasks, task_bytes(task_id, prompt="Summarise"), key=task_id.encode())
+    ids += late
     finals = status_log.wait_finals(ids, timeout=120)
 
     assert {t: [e["status"] for e in v] for t, v in finals.items() if [e["status"] for e in v] != [3]} == {}
