@@ -134,15 +134,8 @@ def test_result_object_fields() -> None:
         params={},
         output=ObjectRef("b", "k"),
     )
-    chat = ChatResult(
-        content="c",
-        finish_reason="stop",
-        model="m",
-        prompt_tokens=1,
-        completion_tokens=1,
-        total_tokens=2,
-        raw={},
-    )
+    body = {"choices": [{"message": {"content": "c"}, "finish_reason": "stop"}], "model": "m", "usage": {}}
+    chat = ChatResult.from_response(body, requested_model="m")
     obj = result_object(spec, chat, worker_id="w", processing_ms=1.0, created_at="now")
     assert names_under("Result object (at the task's `output`)") == set(obj)
 
