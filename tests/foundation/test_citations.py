@@ -11,6 +11,7 @@ outside the repository. CHANGELOG.md is history and is left as written. Pure; no
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import io
 import re
@@ -40,6 +41,7 @@ _START = r"(?<![\w./$~@-])"
 PATH = re.compile(_START + r"((?:[\w.-]+/)+[\w.*-]*)(::\w+)?")
 BARE_FILE = re.compile(_START + r"([\w-]+(?:\.[\w-]+)*\.(?:py|md))\b(?!/)")
 SYMBOL = re.compile(_START + rf"((?:{'|'.join(PACKAGES)})(?:\.[A-Za-z_]\w*)+)")
+ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):`~?([A-Za-z_][\w.]*)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # A document and one of its sections: docs/worker.md, "Poison messages" (also bare worker.md, and in
 # parentheses); the quoted text must begin one of that document's headings.
@@ -108,7 +110,7 @@ def _path_exists(cited: str) -> bool:
 
 
 def _test_exists(path: str, name: str) -> bool:
-    source = (ROOT / path).read_text(encoding="utf-8")
+    source = _read(ROOT / path)
     return re.search(rf"^\s*(?:async )?(?:def|class) {re.escape(name[2:])}\b", source, re.M) is not None
 
 
@@ -155,6 +157,36 @@ def _symbol_problems(text: str) -> Iterator[str]:
             yield f"no symbol {dotted}"
 
 
+def _defined_names() -> frozenset[str]:
+    """Every class, function, method, module-level name and ``self.x`` attribute our code defines."""
+    names: set[str] = set()
+    for path in FILES:
+        if path.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Name | ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.id if isinstance(node, ast.Name) else node.attr)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+    return frozenset(names)
+
+
+DEFINED = _defined_names()
+
+
+def _role_problems(text: str) -> Iterator[str]:
+    """Sphinx roles: a qualified name must import; an unqualified one must be defined in our code."""
+    for match in ROLE.finditer(text):
+        dotted = match[1]
+        if dotted.split(".")[0] in PACKAGES:
+            continue  # SYMBOL checks it
+        missing = [part for part in dotted.split(".") if part not in DEFINED]
+        if missing:
+            yield f"no {'.'.join(missing)} defined anywhere (cited as {match[0]})"
+
+
 def _link_problems(path: Path, text: str) -> Iterator[str]:
     if path.suffix != ".md":
         return
@@ -166,13 +198,18 @@ def _link_problems(path: Path, text: str) -> Iterator[str]:
             yield f"broken link {match[1]}"
 
 
+@functools.cache
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
 def _section_problems(text: str) -> Iterator[str]:
     for match in SECTION.finditer(text):
         doc = ROOT / "docs" / Path(match[1]).name
         if not doc.is_file():
             continue  # a document that is not ours, or missing: the path checks report that
         heading = " ".join(match[2].split())
-        if not re.search(rf"^#+ {re.escape(heading)}", doc.read_text(encoding="utf-8"), re.M):
+        if not re.search(rf"^#+ {re.escape(heading)}", _read(doc), re.M):
             yield f'no section "{heading}" in docs/{doc.name}'
 
 
@@ -181,7 +218,7 @@ def problems() -> list[str]:
     for path, line, text in _texts():
         here = [f"cites {m[0]}, which is not in the repository" for m in OUTSIDE.finditer(text)]
         here += [*_path_problems(text), *_bare_file_problems(text), *_symbol_problems(text)]
-        here += _section_problems(text)
+        here += [*_section_problems(text), *_role_problems(text)]
         here += _link_problems(path, text)
         found += [f"{_where(path, line)}: {p}" for p in here]
     return found
@@ -225,6 +262,11 @@ def test_symbol_citations_are_checked(text: str, ok: bool) -> None:
 def test_section_citations_are_checked() -> None:
     assert list(_section_problems('docs/worker.md, "Poison messages"')) == []
     assert list(_section_problems('(docs/reference.md, "No such section")')) != []
+
+
+def test_role_citations_are_checked() -> None:
+    assert list(_role_problems(":meth:`InFlight.complete` and :class:`TaskSpec`")) == []
+    assert list(_role_problems(":meth:`InFlight.no_such_method`")) != []
 
 
 def test_outside_documents_are_found() -> None:
