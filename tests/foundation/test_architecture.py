@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from llm_service import log_lines
 from tests.foundation.reference_doc import ROOT, section, table_rows
 
 ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
@@ -51,3 +52,25 @@ def test_every_file_in_where_to_change_what_exists() -> None:
     named = [p for r in rows for p in quoted(r[1]) if "/" in p and " " not in p]
     assert named, "the table names no files"
     assert [p for p in named if not (ROOT / p).exists()] == []
+
+
+def _row_text() -> str:
+    return "\n".join(" ".join(r) for r in ROWS)
+
+
+def test_every_llmctl_command_of_the_runbook_has_a_row() -> None:
+    used = set(re.findall(r"llmctl (\w+)", RUNBOOK))
+    assert used, "the runbook names no llmctl command"
+    assert sorted(c for c in used if f"`llmctl {c}" not in _row_text()) == []
+
+
+def test_every_alert_and_log_line_of_the_runbook_has_a_row() -> None:
+    alerts = set(
+        re.findall(r'found\["(\w+)"\]', "".join(p.read_text() for p in (ROOT / "supervisor").glob("*.py")))
+    )
+    in_runbook = {a for a in alerts if f"`{a}`" in RUNBOOK}
+    assert in_runbook and sorted(a for a in in_runbook if f"`{a}`" not in _row_text()) == []
+    templates = {k: v for k, v in vars(log_lines).items() if k.isupper() and isinstance(v, str)}
+    # A template is in the runbook when its longest literal run is ("Task %s processed in %.1fms").
+    greped = {k for k, v in templates.items() if max(re.split(r"%[.\d]*\w", v), key=len) in RUNBOOK}
+    assert greped and sorted(k for k in greped if f"`{k}`" not in _row_text()) == []
