@@ -12,6 +12,7 @@ import dataclasses
 import re
 import signal
 import tomllib
+from typing import Any
 
 from llm_service import exit_codes, log_lines
 from llm_service.config import Settings, env_name
@@ -23,9 +24,12 @@ from llm_worker.gigachat.models import ChatResult
 from llm_worker.task_message import ObjectRef, TaskSpec
 from llm_worker.task_result import result_object
 from supervisor import protocol
-from supervisor.health import HEALTH_EXIT_CODES
+from supervisor.health import HEALTH_EXIT_CODES, Alert
+from supervisor.limits import HostReading
 from supervisor.signals import HANDLED
+from supervisor.status import status_reply
 from tests.foundation import reference_doc as ref
+from tests.supervisor.harness import CONTRACT_WORKER_FIELDS
 
 ROOT = ref.ROOT
 DOC = ref.REFERENCE.read_text(encoding="utf-8")
@@ -142,6 +146,23 @@ def test_result_object_fields() -> None:
 
 def test_socket_commands() -> None:
     assert [unquote(r[0]) for r in rows_under("Status socket")] == list(protocol.COMMANDS)
+
+
+def _status_reply() -> dict[str, Any]:
+    host = HostReading(cpu_percent=1.0, ram_percent=1.0, disk_free_mb=1.0)
+    return status_reply(workers=[], snapshots=[], alerts=[], host=host, settings=Settings(), supervisor={})
+
+
+def test_status_reply_parts_and_fields() -> None:
+    reply = _status_reply()
+    rows = rows_under("The status reply")
+    assert {unquote(r[0]) for r in rows} == set(reply)
+    fields = {unquote(r[0]): set(re.findall(r"`(\w+)`", r[1])) for r in rows}
+    assert fields["system"] - {"cgroup", "host"} == set(reply["system"])
+    assert fields["totals"] == set(reply["totals"])
+    alert = Alert(name="n", level="warning", message="m", since=0.0)
+    assert fields["alerts"] == set(alert.as_dict())
+    assert fields["workers"] == CONTRACT_WORKER_FIELDS  # tests/supervisor check real replies carry them
 
 
 def test_health_and_its_exit_codes() -> None:
