@@ -1,4 +1,4 @@
-"""Throughput while SIGHUP replaces the workers one at a time (CONTRACT: in-flight tasks finish first).
+"""Throughput while SIGHUP replaces the workers one at a time (in-flight tasks finish first).
 
 ``llm-supervisor`` with 2 workers and C tasks in flight works through a backlog that is kept topped up;
 once it has run steadily for ``steady_s``, the supervisor gets SIGHUP; the replacement is over when

@@ -1,7 +1,7 @@
 """Runs one emulator process: bind, announce, wait for SIGTERM/SIGINT, stop cleanly.
 
 Signals are blocked in every thread and collected with ``sigwait`` in the main thread, so no signal
-handler runs at all (STYLE rule 2): the main thread turns the signal into ``stop``.
+handler runs at all (docs/architecture.md, "Conventions"): the main thread turns the signal into ``stop``.
 """
 
 from __future__ import annotations

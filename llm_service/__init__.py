@@ -1,4 +1,4 @@
-"""Code shared by every process of llm-service: settings, logging and the contract's names.
+"""Code shared by every process of llm-service: settings, logging and the names users see.
 
 Nothing in this package opens a connection or starts a thread at import time, so the supervisor
 can import it before forking workers.

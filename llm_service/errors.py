@@ -1,4 +1,4 @@
-"""Every exception type of llm-service, in one place (STYLE rule 11).
+"""Every exception type of llm-service, in one place (docs/architecture.md, "Conventions").
 
 Task errors carry the ``code`` that goes into a FAILED status and the DLQ headers, and say whether
 a retry could help. Shutdown control is the only BaseException subclass.
@@ -24,7 +24,7 @@ class StackError(LlmServiceError):
 
 
 class TaskError(LlmServiceError):
-    """A task cannot be completed now. ``code`` is the contract's ``error.code``."""
+    """A task cannot be completed now. ``code`` is the status event's ``error.code``."""
 
     code = "INTERNAL"
     transient = False

@@ -1,8 +1,8 @@
-"""The log lines the runbook greps for, word for word (CONTRACT.md, "Log lines the runbook greps for").
+"""The log lines the runbook greps for, word for word (docs/reference.md, "Log lines").
 
 They are %-style templates so that callers log them lazily: ``log.info(TASK_COMPLETED, task_id, n)``.
-tests/test_log_lines.py checks each template renders to the contract's wording. Change none of them
-without changing the contract, docs/RUNBOOK.ru.md and that test.
+tests/foundation/test_logging.py checks each template renders to that wording. Change none of them
+without changing docs/reference.md, docs/RUNBOOK.ru.md and that test.
 """
 
 WORKER_STARTED = "Worker started, listening to Kafka topic '%s'..."

@@ -1,4 +1,4 @@
-"""Logging set-up shared by every process: the contract's text format or JSON, chosen by LOG_FORMAT.
+"""Logging set-up shared by every process: the runbook's text format or JSON, chosen by LOG_FORMAT.
 
 Text: ``{version} - {logger} - {function} - {timestamp} - {service} - {level} - {message}`` with an
 ISO-8601 UTC timestamp without spaces, so that whitespace-splitting tools (awk, cut) see stable fields.
@@ -62,7 +62,7 @@ def one_line(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """The contract's text format. The message is escaped to one line: the runbook's greps count
+    """The runbook's text format. The message is escaped to one line: the runbook's greps count
     records by lines. A traceback stays multi-line, but cannot break the file's encoding."""
 
     def __init__(self) -> None:

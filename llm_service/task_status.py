@@ -1,4 +1,4 @@
-"""Task status codes of the status topic (CONTRACT.md, "Kafka messages")."""
+"""Task status codes of the status topic (docs/reference.md, "Status codes")."""
 
 from __future__ import annotations
 

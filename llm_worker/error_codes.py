@@ -1,5 +1,5 @@
 """The ``error.code`` values a worker puts in FAILED statuses and DLQ headers (besides the model codes
-of ``llm_worker.gigachat.models``). Each is documented in docs/worker.md; keep the two in step.
+of ``llm_worker.gigachat.models``). Each is documented in docs/reference.md; a test keeps the two in step.
 """
 
 from __future__ import annotations

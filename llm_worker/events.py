@@ -84,7 +84,7 @@ def status_event(
     error: TaskError | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """One status message as CONTRACT.md shows it."""
+    """One status event as docs/reference.md shows it."""
     return {
         "task_id": task_id,
         "status": int(status),

@@ -5,7 +5,7 @@ before this offset is done". Committing past an unfinished message would lose it
 partition commits up to (not including) its oldest message still in flight.
 
 Called only from the consumer thread (the rebalance listener calls it while that thread is blocked
-inside ``poll``, under the loop's lock); not thread-safe on its own.
+inside ``poll``, under ``InFlight._lock`` of llm_worker/inflight.py); not thread-safe on its own.
 """
 
 from __future__ import annotations

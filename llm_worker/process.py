@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 class Signals:
-    """Stop requests, noted by signal handlers and read by the loops (STYLE rule 2: handlers only note).
+    """Stop requests, noted by signal handlers and read by the loops (docs/architecture.md, "Conventions").
 
     SIGTERM/SIGINT once: graceful stop; twice, or SIGQUIT: fast stop. SIGUSR1: reopen log files.
     SIGHUP is ignored: the supervisor reloads by replacing workers, not by signalling them.

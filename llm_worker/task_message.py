@@ -1,4 +1,4 @@
-"""The task message of CONTRACT.md, validated into a :class:`TaskSpec` or a :class:`Rejected`.
+"""The task message of docs/reference.md, validated into a :class:`TaskSpec` or a :class:`Rejected`.
 
 Pure functions, called from task threads. Nothing here touches the network: whether the input
 object exists is the storage's question, asked later.
@@ -107,7 +107,7 @@ class Rejected:
 
 
 def parse_task(raw: bytes | None, rules: TaskRules) -> TaskSpec | Rejected:
-    """Validate one message value against the contract's schema. Never raises on any input bytes."""
+    """Validate one message value against the schema of docs/reference.md. Never raises on any input bytes."""
     size = len(raw or b"")
     body, json_error = _load(raw)
     unfit = None if json_error is not None else unfit_value(body)

@@ -58,7 +58,7 @@ def task_message(
     output: dict[str, str] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The task message of CONTRACT.md, with the fields left out that were not given."""
+    """The task message of docs/reference.md, with the fields left out that were not given."""
     fields = {
         "task_id": task_id,
         "prompt": prompt,

@@ -1,4 +1,4 @@
-"""Restart policy: what to do with a slot whose process just exited (STYLE rule 5).
+"""Restart policy: what to do with a slot whose process just exited (docs/architecture.md, "Conventions").
 
 Pure logic, called by the supervisor's main loop after a reap. "Could not boot" (exit codes
 BOOT_FAILED, CONFIG_ERROR, FENCED, or never reached RUNNING) and "died while running too soon" count

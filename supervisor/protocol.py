@@ -1,4 +1,4 @@
-"""The status socket's protocol: one JSON request per line, one JSON reply per line (CONTRACT.md).
+"""The status socket's protocol: one JSON request per line, one JSON reply per line (docs/reference.md).
 
 Shared by the supervisor (server side) and ``llmctl`` (client side); pure functions, no I/O.
 """

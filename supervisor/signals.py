@@ -1,4 +1,4 @@
-"""Signal handlers that only take notes (STYLE rule 2).
+"""Signal handlers that only take notes (docs/architecture.md, "Conventions").
 
 Runs in the supervisor process. Each handler appends the signal number to a queue; Python's C-level
 handler also writes a byte to the wakeup pipe (``signal.set_wakeup_fd``), which wakes the main

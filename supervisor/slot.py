@@ -1,4 +1,4 @@
-"""One worker slot: its identity, its current process and its state machine (STYLE rule 4).
+"""One worker slot: its identity, its current process and its state machine (docs/supervisor.md).
 
 Runs in the supervisor process. A slot keeps its index, and so its Kafka ``group_instance_id``
 (``llm-worker-<WORKER_INSTANCE_PREFIX>-<index>``), across restarts; only the pid and the

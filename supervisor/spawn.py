@@ -1,4 +1,4 @@
-"""The process seam: fork, signal and reap workers, and read the clock (STYLE rules 1 and 9).
+"""The process seam: fork, signal and reap workers, and read the clock (docs/architecture.md, "Conventions").
 
 The supervisor's decisions call a :class:`ProcessOps` and a :class:`Clock`; production uses
 :class:`ForkProcessOps` and :class:`SystemClock`, tests use fakes and never fork or sleep.

@@ -1,7 +1,7 @@
 """The ``status`` reply of the status socket: pool, workers, host, alerts and config (secrets masked).
 
 Pure functions, called by the supervisor's main loop when a client asks. Field names are the
-contract's (CONTRACT.md, "Status socket"); extra fields are additions, never renames.
+ones docs/reference.md lists ("Status socket"); extra fields are additions, never renames.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class _Listener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         state = _STATES[new_state.name]
         if state is Breaker.OPEN:
-            # The contract line stays exact (log scrapers match it); the model follows on its own line.
+            # The runbook's line stays exact (log scrapers match it); the model follows on its own line.
             log.warning(BREAKER_OPEN, cb.fail_counter)
             log.warning("Circuit breaker OPEN for model %s", cb.name)
         elif state is Breaker.HALF_OPEN:

@@ -13,7 +13,7 @@ from typing import Any
 
 from llm_service.errors import TransientTaskError
 
-# error.code values (CONTRACT.md status "error"), by HTTP outcome.
+# error.code values (docs/reference.md, "Error codes"), by HTTP outcome.
 MODEL_BAD_REQUEST = "MODEL_BAD_REQUEST"  # 400
 MODEL_INVALID_PARAMS = "MODEL_INVALID_PARAMS"  # 422: the server's "Invalid params: ..." (message kept)
 # The prompt exceeds the model's context: found by counting before the call (context.py), or a 413

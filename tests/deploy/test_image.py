@@ -1,7 +1,7 @@
 """The Docker image, built and run with podman against the real stack (host network).
 
 What an operator relies on: the supervisor is PID 1 as a non-root user, ``docker logs`` shows the
-contract's log lines, a task goes through, ``docker stop`` drains the task in flight and exits 0, the
+runbook's log lines, a task goes through, ``docker stop`` drains the task in flight and exits 0, the
 health check passes, ``llmctl`` inside the container finds the socket, and no development tool is in
 the image.
 """

@@ -72,7 +72,7 @@ def test_log_file_receives_lines(tmp_path: pytest.TempPathFactory) -> None:
     assert "WARNING - Bootstrap failed: no broker" in path.read_text()
 
 
-# The contract's wording (CONTRACT.md, "Log lines the runbook greps for") with sample values filled in.
+# The wording of docs/reference.md, "Log lines", with sample values filled in.
 CONTRACT_LINES = [
     (log_lines.WORKER_STARTED, ("tasks_llm",), "Worker started, listening to Kafka topic 'tasks_llm'..."),
     (log_lines.PROCESSING_TASK, ("a-1", "host:1:42"), "Processing task a-1 with worker host:1:42"),

@@ -19,7 +19,7 @@ from tests.waiting import wait_until
 REPO = Path(__file__).resolve().parents[2]
 FAKE_ENTRY = "tests.supervisor.fake_worker:run"
 
-# The worker fields every `status` reply must carry (CONTRACT.md, "Status socket").
+# The worker fields every `status` reply must carry (docs/reference.md, "Status socket").
 CONTRACT_WORKER_FIELDS = frozenset(
     {
         "slot",

@@ -1,4 +1,4 @@
-"""Validation of task messages against CONTRACT.md's schema."""
+"""Validation of task messages against docs/reference.md ("Task message")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The worker end to end on the real stack: 200 tasks in, 200 results out, one final status each,
-the contract's log lines, the runbook's average-time pipeline and a committed group with no lag."""
+the runbook's log lines, its average-time pipeline and a committed group with no lag."""
 
 from __future__ import annotations
 
