@@ -72,14 +72,8 @@ class World:
             )
 
     def step(self) -> None:
-        """One loop turn without the wait: what the arbiter does after select() returns."""
-        self.arbiter.handle_signals()
-        self.arbiter.reap_children()
-        self.arbiter.watch_workers()
-        self.arbiter.apply_limits()
-        self.arbiter.maintain_pool()
-        self.arbiter.assess_health()
-        self.arbiter.report()
+        """One loop turn without the wait (the fake clock does not pass while select() sleeps)."""
+        self.arbiter.turn(wait=False)
 
     def close(self) -> None:
         self.table.close()
@@ -279,7 +273,8 @@ def test_signals_map_to_commands(world: World) -> None:
 
 
 def test_the_loop_sleeps_until_the_next_due_item_once_workers_run(tmp_path: Path) -> None:
-    w = World(tmp_path, worker_heartbeat_timeout=2.0)
+    silence = 1.5 * SAMPLE_S  # a heartbeat deadline between two samples
+    w = World(tmp_path, worker_heartbeat_timeout=silence)
     try:
         w.arbiter.pool.fill()
         assert w.arbiter._timeout() <= TICK_S  # starting workers: their RUNNING is polled for
@@ -287,13 +282,13 @@ def test_the_loop_sleeps_until_the_next_due_item_once_workers_run(tmp_path: Path
         w.step()
         w.clock.advance(SAMPLE_S)
         w.run_workers()
-        w.step()  # the psutil sample is taken; the next one is SAMPLE_S away
+        w.step()  # the sample is taken and the workers beat; the next sample is SAMPLE_S away
         assert w.arbiter._timeout() == pytest.approx(SAMPLE_S)  # not woken every TICK_S for nothing
-        w.clock.advance(0.9)
+        w.clock.advance(SAMPLE_S / 2)
         w.step()
-        w.clock.advance(0.9)  # no heartbeat for 1.8 s: the 2 s deadline comes before the next sample
-        w.step()
-        assert w.arbiter._timeout() == pytest.approx(0.2 + HEARTBEAT_SLACK_S)
+        w.clock.advance(SAMPLE_S / 2)
+        w.step()  # the next sample; no heartbeat since the last one
+        assert w.arbiter._timeout() == pytest.approx(silence - SAMPLE_S + HEARTBEAT_SLACK_S)  # before a sample
         w.clock.advance(w.arbiter._timeout())
         w.step()
         assert {s.state for s in w.arbiter.pool.slots[:2]} == {SlotState.STOPPING}  # judged hung on time
