@@ -51,7 +51,7 @@ from supervisor.spawn import Clock, ProcessOps
 
 log = logging.getLogger(__name__)
 
-# The loop sleeps until the next thing due: a psutil sample (SAMPLE_S), a worker's heartbeat deadline,
+# The loop sleeps until the next thing due: a load sample (SAMPLE_S), a worker's heartbeat deadline,
 # a retry or stop deadline, the watchdog; signals (SIGCHLD too) and sockets wake it at once. Only a
 # change nobody signals is polled for, every TICK_S: a starting worker reporting RUNNING, a stop.
 TICK_S = 0.25
@@ -388,9 +388,7 @@ class Arbiter:
             set_supervisor_title(
                 workers=self._running_count(),
                 health=self._alerts.health(),
-                note=""
-                if self._life.state in (LifeState.STARTING, LifeState.RUNNING)
-                else self._life.state.value,
+                note=self._life.state.note,
             )
 
     def _pool_is_up(self) -> bool:

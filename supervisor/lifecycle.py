@@ -26,6 +26,11 @@ class LifeState(enum.Enum):
     def stopping(self) -> bool:
         return self in _STOPS
 
+    @property
+    def note(self) -> str:
+        """What the process title adds: nothing in the usual states."""
+        return "" if self in (LifeState.STARTING, LifeState.RUNNING) else self.value
+
 
 _STOPS = frozenset({LifeState.STOPPING, LifeState.FAST_STOP})
 
