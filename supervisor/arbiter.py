@@ -27,6 +27,7 @@ from supervisor.budget import BudgetWatch, budget_alerts
 from supervisor.control_socket import ControlServer
 from supervisor.health import AlertBook, ErrorRate, HealthInputs, find_alerts
 from supervisor.lag import LagMonitor
+from supervisor.lifecycle import Life, LifeState
 from supervisor.limits import (
     HostReading,
     LoadTracker,
@@ -50,12 +51,21 @@ from supervisor.spawn import Clock, ProcessOps
 
 log = logging.getLogger(__name__)
 
-# The loop sleeps until the next thing due: a psutil sample (SAMPLE_S), a worker's heartbeat deadline,
+# The loop sleeps until the next thing due: a load sample (SAMPLE_S), a worker's heartbeat deadline,
 # a retry or stop deadline, the watchdog; signals (SIGCHLD too) and sockets wake it at once. Only a
 # change nobody signals is polled for, every TICK_S: a starting worker reporting RUNNING, a stop.
 TICK_S = 0.25
-SAMPLE_S = 1.0  # psutil sampling period for the limit windows
+SAMPLE_S = 2.0  # the CPU, RAM and disk sample for the limit windows: most of an idle loop's cost (issue 9)
 HEARTBEAT_SLACK_S = 0.01  # wake just past a heartbeat deadline: "silent longer than" needs time to pass
+DUE_SLACK_S = 0.002  # a wake this close to the due time counts as reaching it (select rounds to 1 ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """One status socket command: what it runs, and whether it changes anything the loop's steps act on."""
+
+    run: Callable[[Request], dict[str, Any]]
+    acts: bool
 
 
 @dataclass(kw_only=True)
@@ -111,10 +121,10 @@ class Arbiter:
         self._errors = ErrorRate()
         self._snapshots: dict[int, SlotSnapshot] = {}
         self._operator_paused = False
-        self._ready_sent = False
-        self._rolling = False
+        self._life = Life()
+        self._commands = self._command_table()
+        self._acted = False  # a command that changes something ran during the last wait
         self._next_sample = parts.clock.monotonic() + SAMPLE_S  # psutil's first CPU reading needs a gap
-        self._stop_mode: str | None = None
         self._stop_deadline = 0.0
         self._title = ""
         self._started = parts.clock.monotonic()
@@ -147,9 +157,16 @@ class Arbiter:
         )
         self.pool.fill()
 
-    def turn(self) -> None:
-        """One loop turn: each step is one call; none of them blocks."""
-        self.wait_for_events()
+    def turn(self, *, wait: bool = True) -> None:
+        """One loop turn: each step is one call; none of them blocks.
+
+        ``wait=False`` (the tests, with a fake clock) runs the steps at once. After a wait that only
+        answered read-only requests (``status``, ``health``, a metrics scrape) before anything fell due,
+        the steps are skipped: none has anything new to act on, and a status client polling once a
+        second would otherwise pay for a full turn on each of its connect, request and hang-up.
+        """
+        if wait and not self.wait_for_events():
+            return
         self.handle_signals()
         self.reap_children()
         self.watch_workers()
@@ -172,7 +189,7 @@ class Arbiter:
         log.info("Metrics at http://%s:%d/metrics", self._metrics.addr, self._metrics.port)
 
     def finished(self) -> bool:
-        return self._stop_mode is not None and self.pool.all_down()
+        return self._life.stopping and self.pool.all_down()
 
     def close(self) -> None:
         self._server.close()
@@ -198,14 +215,19 @@ class Arbiter:
 
     # --- the loop's steps --------------------------------------------------------------------------
 
-    def wait_for_events(self) -> None:
-        for key, mask in self._p.selector.select(self._timeout()):
+    def wait_for_events(self) -> bool:
+        """Sleep until an event or the next thing due. True when the steps have work: a signal, a
+        command that acts (scale, drain, resume, reload) or a deadline reached."""
+        due = self._clock.monotonic() + self._timeout()
+        self._acted = False
+        for key, mask in self._p.selector.select(max(0.0, due - self._clock.monotonic())):
             key.data(mask)
+        return self._acted or self._signals.pending() or self._clock.monotonic() >= due - DUE_SLACK_S
 
     def _timeout(self) -> float:
         now = self._clock.monotonic()
         due = [self._next_sample, *self._heartbeat_deadlines()]
-        if self._stop_mode is not None or any(s.state is SlotState.STARTING for s in self.pool.slots):
+        if self._life.stopping or any(s.state is SlotState.STARTING for s in self.pool.slots):
             due.append(now + TICK_S)
         due += [s.retry_at for s in self.pool.slots if s.state in (SlotState.BACKOFF, SlotState.FATAL)]
         due += [s.deadline for s in self.pool.slots if s.state in (SlotState.DRAINING, SlotState.STOPPING)]
@@ -262,7 +284,7 @@ class Arbiter:
         self.pool.check_heartbeats(self._snapshots)
         self.pool.escalate()
         self._errors.add(self._clock.monotonic(), list(self._snapshots.values()))
-        if self._stop_mode is not None and self._clock.monotonic() >= self._stop_deadline > 0:
+        if self._life.stopping and self._clock.monotonic() >= self._stop_deadline > 0:
             log.warning(
                 "Stop deadline passed (step 2 of 2): killing %d worker(s) still running",
                 len(self.pool.live_slots()),
@@ -316,8 +338,8 @@ class Arbiter:
     def maintain_pool(self) -> None:
         self.pool.trim()
         self.pool.fill()
-        if self._rolling and self.pool.roll():
-            self._rolling = False
+        if self._life.state is LifeState.RELOADING and self.pool.roll():
+            self._life.move(LifeState.RUNNING)
             log.info("Rolling restart finished: every worker runs the new config")
             self._p.notifier.ready(self._status_line())
 
@@ -338,7 +360,7 @@ class Arbiter:
         found = find_alerts(self.settings, inputs)
         found.update(budget_alerts(self._budget.report()))
         self._alerts.update(found, self._clock.wall())
-        if lag is not None and self._stop_mode is None:
+        if lag is not None and not self._life.stopping:
             lag.tick(self.settings, self._clock.monotonic())
 
     def _own_snapshots(self) -> list[SlotSnapshot]:
@@ -354,8 +376,8 @@ class Arbiter:
 
     def report(self) -> None:
         """systemd readiness and watchdog, and the process title."""
-        if not self._ready_sent and self._stop_mode is None and self._pool_is_up():
-            self._ready_sent = True
+        if self._life.state is LifeState.STARTING and self._pool_is_up():
+            self._life.move(LifeState.RUNNING)
             log.info("Supervisor ready: %d worker(s) running", self._running_count())
             self._p.notifier.ready(self._status_line())
         self._p.notifier.watchdog(self._clock.monotonic())
@@ -366,7 +388,7 @@ class Arbiter:
             set_supervisor_title(
                 workers=self._running_count(),
                 health=self._alerts.health(),
-                note=self._stop_mode or ("reloading" if self._rolling else ""),
+                note=self._life.state.note,
             )
 
     def _pool_is_up(self) -> bool:
@@ -386,6 +408,9 @@ class Arbiter:
         The door for ``.env`` contents (SIGHUP, ``llmctl reload``): every outcome is either "accepted"
         or "rejected, old config kept" with one log line saying why; nothing escapes into the loop.
         """
+        if self._life.stopping:
+            log.warning("Reload (%s) ignored: the supervisor is stopping", why)
+            return error_reply("the supervisor is stopping")
         self._p.notifier.reloading(monotonic_usec())
         old = self.settings
         try:
@@ -403,7 +428,8 @@ class Arbiter:
             )
         if change.needs_rolling_restart:
             self.pool.start_rolling()
-            self._rolling = True
+            if self._life.state is not LifeState.RELOADING:
+                self._life.move(LifeState.RELOADING)
         else:
             self._p.notifier.ready(self._status_line())
         log.info(
@@ -472,7 +498,7 @@ class Arbiter:
 
     def stop(self, *, fast: bool, why: str) -> None:
         """Step 1: SIGTERM (SIGQUIT when fast) to all workers, one deadline. Called again: step 2, SIGKILL."""
-        if self._stop_mode is not None:
+        if self._life.stopping:
             log.warning(
                 "%s again: forcing the stop (step 2 of 2): SIGKILL to %d worker(s)",
                 why,
@@ -480,7 +506,7 @@ class Arbiter:
             )
             self.pool.kill_all()
             return
-        self._stop_mode = "fast stop" if fast else "stopping"
+        self._life.move(LifeState.FAST_STOP if fast else LifeState.STOPPING)
         budget = self.settings.worker_kill_grace_s if fast else self.settings.worker_drain_timeout
         self._stop_deadline = self._clock.monotonic() + budget + self.settings.supervisor_stop_margin_s
         log.info(
@@ -491,11 +517,11 @@ class Arbiter:
             len(self.pool.live_slots()),
             self._stop_deadline - self._clock.monotonic(),
         )
-        self._p.notifier.stopping(f"{self._stop_mode}: {why}")
+        self._p.notifier.stopping(f"{self._life.state.value}: {why}")
         self.pool.stop_all(fast=fast, deadline=self._stop_deadline)
 
     def scale(self, n: int, *, why: str) -> dict[str, Any]:
-        if self._stop_mode is not None:
+        if self._life.stopping:
             return error_reply("the supervisor is stopping")
         if n > len(self.pool.slots):
             return error_reply(f"at most {len(self.pool.slots)} workers (WORKER_MAX_PROCESSES)")
@@ -515,21 +541,36 @@ class Arbiter:
         log.warning("Intake %s by llmctl", "paused" if paused else "resumed")
         return {"ok": True, "intake_paused": paused}
 
+    def _command_table(self) -> dict[str, Command]:
+        """The status socket's commands (supervisor/protocol.py parses them), each with what it runs."""
+        return {
+            "status": Command(run=lambda r: self.status(), acts=False),
+            "health": Command(run=lambda r: self.health(), acts=False),
+            "reload": Command(run=lambda r: self.reload("llmctl"), acts=True),
+            "scale": Command(run=self._scale_request, acts=True),
+            "drain": Command(run=lambda r: self.set_intake(paused=True), acts=True),
+            "resume": Command(run=lambda r: self.set_intake(paused=False), acts=True),
+        }
+
     def handle_request(self, request: Request) -> dict[str, Any]:
         """The status socket's commands; called from the loop when a request line arrives."""
-        if request.cmd == "status":
-            return self.status()
-        if request.cmd == "health":
-            return {
-                "ok": True,
-                "health": self._alerts.health(),
-                "alerts": [a.as_dict() for a in self._alerts.alerts()],
-            }
-        if request.cmd == "reload":
-            return self.reload("llmctl")
-        if request.cmd == "scale" and request.n is not None:
-            return self.scale(request.n, why="llmctl")
-        return self.set_intake(paused=request.cmd == "drain")
+        command = self._commands.get(request.cmd)
+        if command is None:  # parse_request refuses it first; this answers the same for a direct caller
+            return error_reply(f"unknown cmd {request.cmd[:40]!r}; one of {', '.join(self._commands)}")
+        self._acted = self._acted or command.acts
+        return command.run(request)
+
+    def _scale_request(self, request: Request) -> dict[str, Any]:
+        if request.n is None:  # parse_request requires it; a direct caller may leave it out
+            return error_reply('scale needs "n", a whole number of workers >= 0')
+        return self.scale(request.n, why="llmctl")
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "health": self._alerts.health(),
+            "alerts": [a.as_dict() for a in self._alerts.alerts()],
+        }
 
     def status(self) -> dict[str, Any]:
         now, wall = self._clock.monotonic(), self._clock.wall()
@@ -556,8 +597,8 @@ class Arbiter:
             "uptime_s": round(now - self._started, 1),
             "workers_wanted": self.pool.wanted,
             "workers_running": self._running_count(),
-            "stopping": self._stop_mode,
-            "rolling_restart": self._rolling,
+            "stopping": self._life.state.value if self._life.stopping else None,
+            "rolling_restart": self._life.state is LifeState.RELOADING,
             "generation": self.pool.generation,
             "intake_paused": self._operator_paused or self._pool_load.intake_paused,
             "intake_paused_by_operator": self._operator_paused,

@@ -19,7 +19,9 @@ from llm_worker.budget_gate import Budgets
 from llm_worker.gigachat.limiter import default_directory
 from llm_worker.spending import Balance, PaymentPause, Spend, SpendingFiles
 
-REFRESH_S = 1.0
+# Daily budgets move slowly next to this; a status client polling once a second would otherwise pay
+# for three file reads on each request (issue 9: the supervisor <= 1 % of a core).
+REFRESH_S = 5.0
 CRITICAL, WARNING = "critical", "warning"
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
+from typing import NamedTuple
 
 from llm_service.config import Settings
 from llm_service.errors import StaleRecordError
@@ -40,6 +41,13 @@ def backoff_policy(settings: Settings, rand: Callable[[], float]) -> BackoffPoli
         cooloff_s=settings.worker_fatal_cooloff_s,
         rand=rand,
     )
+
+
+class Control(NamedTuple):
+    """What every worker is told through its slot's control area (the pool-wide part of it)."""
+
+    intake_paused: bool
+    concurrency_cap: int  # 0: no cap
 
 
 STALE_WARN_READS = 4  # about a second of loop turns: one preempted writer is not worth a warning
@@ -77,7 +85,7 @@ class Pool:
         self._rand = rand
         self._in_child = in_child
         self._by_pid: dict[int, Slot] = {}
-        self._control = (False, 0)
+        self._control = Control(intake_paused=False, concurrency_cap=0)
         self._roll_halted = False
         self._last_good: dict[int, SlotSnapshot] = {}  # a stale record is judged by its last good read
         # The sequence counter each last good read started from: unchanged (and even), the record is
@@ -330,15 +338,15 @@ class Pool:
 
     def set_control(self, *, intake_paused: bool, concurrency_cap: int) -> None:
         """What every worker should obey now; written to each slot's control area."""
-        self._control = (intake_paused, concurrency_cap)
+        self._control = Control(intake_paused=intake_paused, concurrency_cap=concurrency_cap)
         for slot in self.slots:
             if slot.live:
                 self._write_control(slot)
 
     def _write_control(self, slot: Slot) -> None:
         control = self._table.control(slot.index)
-        control.pause_intake(self._control[0])
-        control.cap_concurrency(self._control[1])
+        control.pause_intake(self._control.intake_paused)
+        control.cap_concurrency(self._control.concurrency_cap)
 
     # --- exits -------------------------------------------------------------------------------------
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import selectors
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +18,11 @@ from llm_service.config import Settings
 from llm_service.errors import ConfigError
 from llm_service.status_table import StatusTable, WorkerState
 from supervisor.arbiter import HEARTBEAT_SLACK_S, SAMPLE_S, TICK_S, Arbiter, Parts
+from supervisor.lifecycle import Life, LifeState
 from supervisor.limits import HostReading, ProcReading
-from supervisor.protocol import Request
+from supervisor.protocol import COMMANDS, Request, encode_request
 from supervisor.sdnotify import Notifier
-from supervisor.slot import SlotState
+from supervisor.slot import IllegalTransitionError, SlotState
 from tests.supervisor.fakes import FakeClock, FakeMeter, FakeOps, settings
 from tests.supervisor.harness import CONTRACT_WORKER_FIELDS
 
@@ -72,14 +76,8 @@ class World:
             )
 
     def step(self) -> None:
-        """One loop turn without the wait: what the arbiter does after select() returns."""
-        self.arbiter.handle_signals()
-        self.arbiter.reap_children()
-        self.arbiter.watch_workers()
-        self.arbiter.apply_limits()
-        self.arbiter.maintain_pool()
-        self.arbiter.assess_health()
-        self.arbiter.report()
+        """One loop turn without the wait (the fake clock does not pass while select() sleeps)."""
+        self.arbiter.turn(wait=False)
 
     def close(self) -> None:
         self.table.close()
@@ -279,7 +277,8 @@ def test_signals_map_to_commands(world: World) -> None:
 
 
 def test_the_loop_sleeps_until_the_next_due_item_once_workers_run(tmp_path: Path) -> None:
-    w = World(tmp_path, worker_heartbeat_timeout=2.0)
+    silence = 1.5 * SAMPLE_S  # a heartbeat deadline between two samples
+    w = World(tmp_path, worker_heartbeat_timeout=silence)
     try:
         w.arbiter.pool.fill()
         assert w.arbiter._timeout() <= TICK_S  # starting workers: their RUNNING is polled for
@@ -287,15 +286,90 @@ def test_the_loop_sleeps_until_the_next_due_item_once_workers_run(tmp_path: Path
         w.step()
         w.clock.advance(SAMPLE_S)
         w.run_workers()
-        w.step()  # the psutil sample is taken; the next one is SAMPLE_S away
+        w.step()  # the sample is taken and the workers beat; the next sample is SAMPLE_S away
         assert w.arbiter._timeout() == pytest.approx(SAMPLE_S)  # not woken every TICK_S for nothing
-        w.clock.advance(0.9)
+        w.clock.advance(SAMPLE_S / 2)
         w.step()
-        w.clock.advance(0.9)  # no heartbeat for 1.8 s: the 2 s deadline comes before the next sample
-        w.step()
-        assert w.arbiter._timeout() == pytest.approx(0.2 + HEARTBEAT_SLACK_S)
+        w.clock.advance(SAMPLE_S / 2)
+        w.step()  # the next sample; no heartbeat since the last one
+        assert w.arbiter._timeout() == pytest.approx(
+            silence - SAMPLE_S + HEARTBEAT_SLACK_S
+        )  # before a sample
         w.clock.advance(w.arbiter._timeout())
         w.step()
         assert {s.state for s in w.arbiter.pool.slots[:2]} == {SlotState.STOPPING}  # judged hung on time
     finally:
         w.close()
+
+
+# --- the supervisor's own life cycle and the command table (issue 10 item 3) -------------------------
+
+
+def gigachat_pro(world: World) -> Settings:
+    """A worker-visible change: a reload replaces the workers one at a time."""
+    return dataclasses.replace(world.settings, gigachat_model="GigaChat-Pro")
+
+
+def test_the_life_cycle_is_shown_and_only_legal_moves_are_made(world: World) -> None:
+    info = world.arbiter.status()["supervisor"]
+    assert (info["stopping"], info["rolling_restart"]) == (None, False)
+    world.next_settings = gigachat_pro(world)
+    world.arbiter.reload("SIGHUP")
+    assert world.arbiter.status()["supervisor"]["rolling_restart"] is True
+    world.arbiter.stop(fast=True, why="SIGQUIT")
+    info = world.arbiter.status()["supervisor"]
+    assert (info["stopping"], info["rolling_restart"]) == ("fast stop", False)
+    with pytest.raises(IllegalTransitionError):
+        Life().move(LifeState.STARTING)  # no way back to the start
+
+
+def test_a_stop_during_a_rolling_restart_ends_it_without_ready(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.next_settings = gigachat_pro(world)
+    world.arbiter.reload("SIGHUP")
+    world.step()  # the first worker drains for the new config
+    world.arbiter.stop(fast=False, why="SIGTERM")
+    sent_before = len(world.notifier.sent)
+    world.step()
+    assert "READY=1" not in world.notifier.sent[sent_before:]
+    assert not any("Rolling restart finished" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reload_while_stopping_is_refused(world: World) -> None:
+    world.arbiter.stop(fast=False, why="SIGTERM")
+    world.next_settings = gigachat_pro(world)
+    assert world.arbiter.reload("SIGHUP") == {"ok": False, "error": "the supervisor is stopping"}
+    assert world.arbiter.settings is world.settings
+
+
+def test_every_protocol_command_has_an_entry_and_an_unknown_one_gets_an_error_reply(world: World) -> None:
+    assert set(world.arbiter._commands) == set(COMMANDS)
+    reply = world.arbiter.handle_request(Request(cmd="explode"))
+    assert reply["ok"] is False and reply["error"].startswith("unknown cmd 'explode'")
+    assert world.arbiter.handle_request(Request(cmd="scale"))["ok"] is False  # no n: never a resume
+    assert world.arbiter.handle_request(Request(cmd="drain"))["intake_paused"] is True
+
+
+def test_a_wait_that_only_answered_a_status_request_skips_the_steps(world: World) -> None:
+    """The steps run after a signal, a command that acts, or a due time; never for a read-only request."""
+    world.arbiter._server.open()
+    try:
+        for cmd, acts in (("status", False), ("health", False), ("drain", True)):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(str(world.settings.supervisor_socket))
+            client.sendall(encode_request(cmd))
+            client.settimeout(0.0)
+            woken = []
+            reply = b""
+            while not reply.endswith(b"\n"):
+                woken.append(world.arbiter.wait_for_events())
+                with contextlib.suppress(BlockingIOError):
+                    reply += client.recv(1 << 20)
+            client.close()
+            assert json.loads(reply)["ok"] is True
+            assert any(woken) is acts, (cmd, woken)
+        world.clock.advance(world.arbiter._timeout())
+        assert world.arbiter.wait_for_events() is True  # the next sample is due
+    finally:
+        world.arbiter._server.close()

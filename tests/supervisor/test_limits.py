@@ -1,9 +1,19 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
 from supervisor.limits import (
     HostReading,
     LoadTracker,
     ProcReading,
+    ProcStats,
+    PsutilMeter,
     Shed,
     Window,
     WorkerAction,
@@ -12,6 +22,7 @@ from supervisor.limits import (
     shed_cap,
 )
 from tests.supervisor.fakes import FakeMeter, settings
+from tests.waiting import wait_until
 
 S = settings(
     worker_max_concurrent_tasks=8, worker_rss_soft_mb=500, worker_rss_hard_mb=800, limit_disk_free_mb=1024
@@ -99,3 +110,33 @@ def test_tracker_keeps_per_worker_readings_and_forgets_the_dead() -> None:
     assert tracker.process(7) == ProcReading(cpu_percent=50, rss_mb=300)
     tracker.sample(1.0, [])
     assert tracker.process(7) is None
+
+
+def test_proc_stats_read_a_real_busy_process_and_forget_a_gone_one() -> None:
+    """/proc/<pid>/stat of a real CPU burner: about one core after the first read, its RSS, None once gone."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    stats = ProcStats()
+    try:
+        first = stats.read(burner.pid)
+        assert first is not None and first.cpu_percent == 0.0  # nothing to compare with yet
+
+        def busy() -> ProcReading | None:
+            reading = stats.read(burner.pid)
+            return reading if reading is not None and reading.cpu_percent > 50 else None
+
+        # A shared machine may give the burner less than a core for a while: poll, generously.
+        reading: ProcReading = wait_until(busy, timeout=60, step=0.5, what="the burner's CPU")
+        assert reading.cpu_percent < 110  # of one core, as psutil's cpu_percent
+        rss_mb = psutil.Process(burner.pid).memory_info().rss / 2**20  # the loop allocates nothing
+        assert reading.rss_mb == pytest.approx(rss_mb, rel=0.1)
+    finally:
+        burner.kill()
+        burner.wait(10)
+    assert stats.read(burner.pid) is None
+
+
+def test_the_meter_reads_each_worker_once_per_sample(tmp_path: Path) -> None:
+    meter = PsutilMeter(paths=(str(tmp_path),))
+    meter.host([os.getpid()])
+    reading = meter.process(os.getpid())
+    assert reading is not None and reading is not meter.process(os.getpid())  # handed out once, then read
