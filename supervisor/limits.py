@@ -71,12 +71,10 @@ class Meter(Protocol):
 
 
 class PsutilMeter:
-    """psutil, /proc and cgroup readings; every CPU figure compares with the previous call, never blocks.
+    """psutil and cgroup readings; every CPU figure compares with the previous call, never blocks.
 
     ``limits`` is the cgroup to judge by (:func:`supervisor.cgroup.find_limited`), None for the host.
-    A process is read once per sample from its ``/proc/<pid>/stat`` (CPU times and RSS in one file):
-    psutil's ``cpu_percent`` and ``memory_info`` read two files through its wrappers, three to four
-    times the cost, and the supervisor's sample is most of what it does when idle (issue 9).
+    A process is read once per sample (:class:`ProcStats`).
     """
 
     def __init__(self, *, paths: tuple[str, ...] | None = None, limits: cgroup.Limits | None = None) -> None:
@@ -130,34 +128,37 @@ class PsutilMeter:
 
 
 class ProcStats:
-    """CPU (of one core, since the previous read) and RSS of processes, from ``/proc/<pid>/stat``.
+    """CPU (of one core, since the previous read) and RSS of processes, one psutil read each.
 
-    A pid's first read has nothing to compare with and shows 0 % CPU, as psutil's ``cpu_percent`` does.
+    ``oneshot()`` makes psutil parse ``/proc/<pid>/stat`` once for both the CPU times and the RSS
+    (``cpu_percent`` plus ``memory_info`` outside it parsed twice, and the supervisor's sample is most
+    of what it does when idle). A pid's first read has nothing to compare with and shows 0 % CPU, as
+    psutil's ``cpu_percent`` does.
     """
 
-    def __init__(self, *, proc: str = "/proc", clock: Callable[[], float] = time.monotonic) -> None:
-        self._proc = proc
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._procs: dict[int, psutil.Process] = {}
         self._last: dict[int, tuple[float, float]] = {}  # pid -> (clock, CPU seconds) of the previous read
         self._latest: dict[int, ProcReading] = {}  # the readings of the current sample
 
     def read(self, pid: int) -> ProcReading | None:
         """None when the process is gone (or is not ours to read)."""
         try:
-            with open(f"{self._proc}/{pid}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
+            proc = self._procs.get(pid)
+            if proc is None:
+                proc = self._procs[pid] = psutil.Process(pid)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                rss = proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             self.forget(pid)
             return None
-        # The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
-        fields = data[data.rindex(b")") + 2 :].split()
-        now, cpu_s = self._clock(), (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        now, cpu_s = self._clock(), times.user + times.system
         then = self._last.get(pid)
         self._last[pid] = (now, cpu_s)
         percent = 100 * (cpu_s - then[1]) / (now - then[0]) if then is not None and now > then[0] else 0.0
-        reading = ProcReading(cpu_percent=max(0.0, percent), rss_mb=int(fields[21]) * self._page / _MIB)
+        reading = ProcReading(cpu_percent=max(0.0, percent), rss_mb=rss / _MIB)
         self._latest[pid] = reading
         return reading
 
@@ -171,6 +172,7 @@ class ProcStats:
             self.forget(gone)
 
     def forget(self, pid: int) -> None:
+        self._procs.pop(pid, None)
         self._last.pop(pid, None)
         self._latest.pop(pid, None)
 

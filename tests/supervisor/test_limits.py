@@ -113,7 +113,7 @@ def test_tracker_keeps_per_worker_readings_and_forgets_the_dead() -> None:
 
 
 def test_proc_stats_read_a_real_busy_process_and_forget_a_gone_one() -> None:
-    """/proc/<pid>/stat of a real CPU burner: about one core after the first read, its RSS, None once gone."""
+    """A real CPU burner read through psutil: about one core after the first read, its RSS, None once gone."""
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     stats = ProcStats()
     try:
