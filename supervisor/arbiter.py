@@ -234,6 +234,13 @@ class Arbiter:
         watchdog = self._p.notifier.next_due()
         if watchdog is not None:
             due.append(watchdog)
+        lag = (
+            self._p.lag.next_due(self.settings)
+            if self._p.lag is not None and not self._life.stopping
+            else None
+        )
+        if lag is not None:
+            due.append(lag)
         return max(0.0, min(due) - now)
 
     def _heartbeat_deadlines(self) -> list[float]:

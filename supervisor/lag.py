@@ -50,6 +50,12 @@ class LagMonitor:
         self._next = now + settings.supervisor_lag_interval_s
         self._start(settings, now)
 
+    def next_due(self, settings: Settings) -> float | None:
+        """When :meth:`tick` has something to do: a probe to start, or a running one's overrun deadline."""
+        if self._proc is not None:
+            return self._started + self._timeout_s
+        return self._next if settings.supervisor_lag_interval_s > 0 else None
+
     def _start(self, settings: Settings, now: float) -> None:
         args = [sys.executable, "-m", "supervisor.lag_probe", "--timeout", str(self._timeout_s / 2)]
         # The settings go through the environment (not argv, which `ps` shows): SASL password included.
