@@ -22,6 +22,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaConfigurationError, KafkaError
 
 from llm_service import exit_codes, log_lines
+from llm_service.backoff import compute_backoff
 from llm_service.clients import kafka_failure_hint, kafka_options
 from llm_service.config import Settings
 from llm_service.errors import ConfigError, PermanentTaskError, TaskError
@@ -103,7 +104,8 @@ def bootstrap(
             status.update(bootstrap_failures=0)
             return clients
         if attempt < attempts:
-            _wait(min(BACKOFF_MAX_S, settings.worker_bootstrap_backoff_s * 2 ** (attempt - 1)), status, stop)
+            pause = compute_backoff(attempt, base_s=settings.worker_bootstrap_backoff_s, max_s=BACKOFF_MAX_S)
+            _wait(pause, status, stop)
     log.error("Giving up after %d bootstrap attempts", attempts)
     return exit_codes.BOOT_FAILED
 
