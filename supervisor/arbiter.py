@@ -21,6 +21,7 @@ from llm_service.config import Settings
 from llm_service.errors import ConfigError
 from llm_service.logs import configure_logging, reopen_log_files
 from llm_service.proctitle import set_supervisor_title
+from llm_service.socket_protocol import Request, error_reply
 from llm_service.status_table import SlotSnapshot, StatusTable
 from supervisor import status as status_view
 from supervisor.budget import BudgetWatch, budget_alerts
@@ -41,7 +42,6 @@ from supervisor.limits import (
 from supervisor.metrics import Exporter, MetricsView, WorkerView
 from supervisor.metrics_server import MetricsServer
 from supervisor.pool import Pool
-from supervisor.protocol import Request, error_reply
 from supervisor.reconfig import Change, compare
 from supervisor.sdnotify import Notifier, monotonic_usec
 from supervisor.signals import SignalNotes

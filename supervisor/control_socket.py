@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from llm_service.errors import ConfigError
-from supervisor.protocol import MAX_LINE, ProtocolError, Request, encode_reply, error_reply, parse_request
+from llm_service.socket_protocol import (
+    MAX_LINE,
+    ProtocolError,
+    Request,
+    encode_reply,
+    error_reply,
+    parse_request,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import pytest
 
 from llm_service.config import Settings
 from llm_service.errors import ConfigError
+from llm_service.socket_protocol import Request
 from llm_service.status_table import StatusTable, WorkerState
 from supervisor.arbiter import HEARTBEAT_SLACK_S, SAMPLE_S, TICK_S, Arbiter, Parts
 from supervisor.limits import HostReading, ProcReading
-from supervisor.protocol import Request
 from supervisor.sdnotify import Notifier
 from supervisor.slot import SlotState
 from tests.supervisor.fakes import FakeClock, FakeMeter, FakeOps, settings
