@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MAX_S = 30.0
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
 CLOSE_TIMEOUT_S = 5.0
+CLOSE_COMMIT_TIMEOUT_MS = 10_000  # the consumer's close: long enough for a last commit to be answered
 
 
 @dataclass
@@ -50,14 +51,14 @@ class Clients:
     breakers: BreakerSet
     gigachat: GigaChatClient
 
-    def close(self, *, commit_timeout_ms: int = 10_000) -> None:
+    def close(self) -> None:
         """Flush the producer, close the consumer (a static member stays in the group), close the pools.
 
         Never raises. Leaving the group for good is membership.leave_group, on a retired slot only.
         """
         for name, close in (
             ("producer", lambda: self.producer.close(timeout=CLOSE_TIMEOUT_S)),
-            ("consumer", lambda: self.consumer.close(autocommit=False, timeout_ms=commit_timeout_ms)),
+            ("consumer", lambda: self.consumer.close(autocommit=False, timeout_ms=CLOSE_COMMIT_TIMEOUT_MS)),
             ("gigachat", self.gigachat.close),
             ("limiter", self.limiter.close),
         ):

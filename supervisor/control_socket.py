@@ -44,7 +44,6 @@ MAX_CLIENTS = 32
 BATCH = 16  # request lines answered per wake-up of one client: the others get their turn
 MAX_OUTBOX = 256 * 1024  # unsent reply bytes above which a client's further requests wait
 Handler = Callable[[Request], dict[str, Any]]
-Callback = Callable[[int], None]
 
 
 @dataclass(eq=False)

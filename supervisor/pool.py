@@ -97,9 +97,6 @@ class Pool:
     def pids(self) -> list[int]:
         return [s.pid for s in self.slots if s.live]
 
-    def owns(self, pid: int) -> bool:
-        return pid in self._by_pid
-
     def all_down(self) -> bool:
         return not self.live_slots()
 
