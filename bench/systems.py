@@ -39,7 +39,6 @@ from tests.worker.harness import Names, StatusLog
 
 WARM_UP_TASKS = 16  # twice the partitions of the tasks topic (8); fewer for the one-at-a-time loop
 SERVICE_KINDS = ("supervisor", "worker", "peer")
-STACK_KINDS = ("broker", "s3", "emulator")
 
 
 @dataclass(frozen=True)

@@ -149,9 +149,6 @@ class Stack:
     def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
         self.broker.create_topics({name: partitions}, config=config)
 
-    def create_bucket(self, name: str) -> None:
-        self.s3.create_buckets(name)
-
     def kafka_tool(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a Kafka command-line tool (``kafka-topics``, ``kafka-consumer-groups``) from the cache."""
         argv = tool_command(tool, list(args), cache=self.cache)

@@ -149,14 +149,6 @@ def configure_logging(
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
 
 
-def set_service_name(service: str) -> None:
-    """Rename the service on every handler, e.g. when a worker learns its slot after start-up."""
-    for handler in logging.getLogger().handlers:
-        for flt in handler.filters:
-            if isinstance(flt, _ServiceFields):
-                flt.service = service
-
-
 def reopen_log_files() -> None:
     """SIGUSR1: reopen file handlers so logrotate's new file is written to."""
     for handler in logging.getLogger().handlers:

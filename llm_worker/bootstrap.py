@@ -22,6 +22,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaConfigurationError, KafkaError
 
 from llm_service import exit_codes, log_lines
+from llm_service.backoff import compute_backoff
 from llm_service.clients import kafka_failure_hint, kafka_options
 from llm_service.config import Settings
 from llm_service.errors import ConfigError, PermanentTaskError, TaskError
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MAX_S = 30.0
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
 CLOSE_TIMEOUT_S = 5.0
+CLOSE_COMMIT_TIMEOUT_MS = 10_000  # the consumer's close: long enough for a last commit to be answered
 
 
 @dataclass
@@ -49,14 +51,14 @@ class Clients:
     breakers: BreakerSet
     gigachat: GigaChatClient
 
-    def close(self, *, commit_timeout_ms: int = 10_000) -> None:
+    def close(self) -> None:
         """Flush the producer, close the consumer (a static member stays in the group), close the pools.
 
         Never raises. Leaving the group for good is membership.leave_group, on a retired slot only.
         """
         for name, close in (
             ("producer", lambda: self.producer.close(timeout=CLOSE_TIMEOUT_S)),
-            ("consumer", lambda: self.consumer.close(autocommit=False, timeout_ms=commit_timeout_ms)),
+            ("consumer", lambda: self.consumer.close(autocommit=False, timeout_ms=CLOSE_COMMIT_TIMEOUT_MS)),
             ("gigachat", self.gigachat.close),
             ("limiter", self.limiter.close),
         ):
@@ -103,7 +105,8 @@ def bootstrap(
             status.update(bootstrap_failures=0)
             return clients
         if attempt < attempts:
-            _wait(min(BACKOFF_MAX_S, settings.worker_bootstrap_backoff_s * 2 ** (attempt - 1)), status, stop)
+            pause = compute_backoff(attempt, base_s=settings.worker_bootstrap_backoff_s, max_s=BACKOFF_MAX_S)
+            _wait(pause, status, stop)
     log.error("Giving up after %d bootstrap attempts", attempts)
     return exit_codes.BOOT_FAILED
 

@@ -19,8 +19,8 @@ from llm_service import __version__, exit_codes
 from llm_service.config import load_settings
 from llm_service.errors import ConfigError
 from llm_service.instance_id import group_instance_id, instance_prefix
-from llm_service.logs import configure_logging
 from llm_service.status_table import StatusTable
+from llm_service.worker_setup import prepare_worker_process
 from llm_worker.process import run_worker
 
 
@@ -41,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.CONFIG_ERROR
     slot = args.slot if args.slot is not None else 0
     host = socket.gethostname()
-    configure_logging(
-        service=f"llm-worker[{slot}]",
-        log_format=settings.log_format,
-        level=settings.log_level,
-        log_file=settings.log_file,
-    )
+    prepare_worker_process(settings=settings, slot=slot, supervised=False)
     table = StatusTable.create(1)
     try:
         code = run_worker(

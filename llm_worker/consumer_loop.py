@@ -59,7 +59,6 @@ PAUSED_POLL_MS = 10  # that poll's timeout: fetches nothing while paused, only k
 REBALANCE_WAIT_MS = 5000
 HAND_BACK_GRACE_S = 3.0  # after the drain deadline: time for tasks to notice and hand back
 REVOKE_STEP_S = 0.1
-CLOSE_COMMIT_TIMEOUT_MS = 10_000
 
 
 class StopFlags(Protocol):

@@ -132,6 +132,3 @@ class OffsetTracker(Generic[P]):
         """Wall time of the oldest message taken and not yet finished, over all partitions."""
         times = [t for o in self._partitions.values() if (t := o.oldest_taken_at()) is not None]
         return min(times) if times else None
-
-    def partitions(self) -> list[P]:
-        return list(self._partitions)

@@ -2,14 +2,14 @@
 
 ``run_worker`` is the entry point the supervisor calls in a freshly forked child (and ``llm-worker``
 calls in the foreground). Everything with a socket or a thread is created here, after the fork.
-The caller owns logging set-up and the final ``os._exit``.
+The caller first runs llm_service/worker_setup.py (signal dispositions, random state, logging) and
+owns the final ``os._exit``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -21,6 +21,7 @@ from llm_service import exit_codes, log_lines
 from llm_service.config import Settings
 from llm_service.logs import reopen_log_files
 from llm_service.proctitle import set_worker_title
+from llm_service.signals import IGNORED_UNDER_SUPERVISOR, WORKER_HANDLED
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.balance_watch import BalanceWatch
 from llm_worker.bootstrap import Clients, bootstrap
@@ -51,17 +52,22 @@ class Signals:
         self._reopen = False
 
     def install(self) -> None:
-        """Replace every handler inherited from the parent. Call first thing in the worker process."""
-        signal.signal(signal.SIGTERM, self._on_stop)
-        # Under the supervisor SIGINT arrives ignored: Ctrl-C in its terminal reaches the whole process
-        # group, and the supervisor's own SIGTERM would make it a second, fast, stop. Keep it ignored.
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGQUIT, self._on_fast)
-        signal.signal(signal.SIGUSR1, self._on_reopen)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        for inherited in (signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
-            signal.signal(inherited, signal.SIG_DFL)
+        """Install the handlers of WORKER_HANDLED (llm_service/signals.py). Call first in run_worker.
+
+        llm_service/worker_setup.py has already reset or ignored everything else.
+        """
+        handlers = {
+            signal.SIGTERM: self._on_stop,
+            signal.SIGINT: self._on_stop,
+            signal.SIGQUIT: self._on_fast,
+            signal.SIGUSR1: self._on_reopen,
+        }
+        for sig in WORKER_HANDLED:
+            # Under the supervisor SIGINT arrives ignored: Ctrl-C in its terminal reaches the whole
+            # process group, and the supervisor's own SIGTERM would make it a second, fast, stop.
+            if sig in IGNORED_UNDER_SUPERVISOR and signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            signal.signal(sig, handlers[sig])
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stops += 1
@@ -95,7 +101,6 @@ def run_worker(
     """
     signals = Signals()
     signals.install()
-    random.seed()  # a forked child starts with its parent's random state: retry jitter would align
     status.update(
         pid=os.getpid(),
         state=WorkerState.BOOTING,

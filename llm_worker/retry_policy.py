@@ -9,6 +9,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llm_service.backoff import Jitter, compute_backoff
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -20,4 +22,7 @@ class RetryPolicy:
     rng: Callable[[], float] = field(default=random.random)
 
     def delay(self, failures: int) -> float:
-        return float(self.rng() * min(self.max_s, self.base_s * 2.0 ** (failures - 1)))
+        """The pause after the ``failures``-th transient failure of a task."""
+        return compute_backoff(
+            failures, base_s=self.base_s, max_s=self.max_s, jitter=Jitter.FULL, rand=self.rng
+        )

@@ -15,9 +15,8 @@ import socket
 import sys
 from typing import Any
 
+from llm_service.socket_protocol import HEALTH_EXIT_CODES, encode_request
 from llmctl.common import discover_socket, settings_from
-from supervisor.health import HEALTH_EXIT_CODES
-from supervisor.protocol import encode_request
 
 UNREACHABLE = 2
 TIMEOUT_S = 10.0

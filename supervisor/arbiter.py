@@ -21,6 +21,7 @@ from llm_service.config import Settings
 from llm_service.errors import ConfigError
 from llm_service.logs import configure_logging, reopen_log_files
 from llm_service.proctitle import set_supervisor_title
+from llm_service.socket_protocol import Request, error_reply
 from llm_service.status_table import SlotSnapshot, StatusTable
 from supervisor import status as status_view
 from supervisor.budget import BudgetWatch, budget_alerts
@@ -42,7 +43,6 @@ from supervisor.limits import (
 from supervisor.metrics import Exporter, MetricsView, WorkerView
 from supervisor.metrics_server import MetricsServer
 from supervisor.pool import Pool
-from supervisor.protocol import Request, error_reply
 from supervisor.reconfig import Change, compare
 from supervisor.sdnotify import Notifier, monotonic_usec
 from supervisor.signals import SignalNotes
@@ -549,7 +549,7 @@ class Arbiter:
         return {"ok": True, "intake_paused": paused}
 
     def _command_table(self) -> dict[str, Command]:
-        """The status socket's commands (supervisor/protocol.py parses them), each with what it runs."""
+        """The status socket's commands (parsed by llm_service/socket_protocol.py), each with its action."""
         return {
             "status": Command(run=lambda r: self.status(), acts=False),
             "health": Command(run=lambda r: self.health(), acts=False),

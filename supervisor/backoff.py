@@ -3,7 +3,8 @@
 Pure logic, called by the supervisor's main loop after a reap. "Could not boot" (exit codes
 BOOT_FAILED, CONFIG_ERROR, FENCED, or never reached RUNNING) and "died while running too soon" count
 as quick failures; a process that ran for WORKER_MIN_UPTIME_S resets the count. The first quick
-failure restarts at once, later ones wait ``base * 2**(n-2)`` seconds with +-25 % jitter, capped;
+failure restarts at once, later ones wait ``base * 2**(n-2)`` seconds with +-25 % jitter, capped
+(llm_service/backoff.py);
 after WORKER_MAX_QUICK_FAILURES in a row the slot goes FATAL until the cool-off ends.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llm_service import exit_codes
+from llm_service.backoff import Jitter, compute_backoff
 
 _BOOT_CODES = {
     exit_codes.BOOT_FAILED: "could not boot",
@@ -104,5 +106,7 @@ class BackoffPolicy:
         return Decision(verdict=Verdict.BACKOFF, delay=self.delay(count), quick_failures=count)
 
     def delay(self, count: int) -> float:
-        raw = min(self.max_s, self.base_s * 2.0 ** (count - 2))
-        return raw * (0.75 + 0.5 * self.rand())
+        """The pause after the ``count``-th quick failure (2 or more: the first restarts at once)."""
+        return compute_backoff(
+            count - 1, base_s=self.base_s, max_s=self.max_s, jitter=Jitter.SPREAD, rand=self.rand
+        )

@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from llm_service.errors import ConfigError
-from supervisor.protocol import MAX_LINE, ProtocolError, Request, encode_reply, error_reply, parse_request
+from llm_service.socket_protocol import (
+    MAX_LINE,
+    ProtocolError,
+    Request,
+    encode_reply,
+    error_reply,
+    parse_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,6 @@ MAX_CLIENTS = 32
 BATCH = 16  # request lines answered per wake-up of one client: the others get their turn
 MAX_OUTBOX = 256 * 1024  # unsent reply bytes above which a client's further requests wait
 Handler = Callable[[Request], dict[str, Any]]
-Callback = Callable[[int], None]
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_service.config import Settings
+from llm_service.socket_protocol import DEGRADED, FAILING, OK
 from llm_service.status_table import Breaker, SlotSnapshot
 from supervisor.limits import HostReading
 from supervisor.slot import SlotState
@@ -23,8 +24,6 @@ log = logging.getLogger(__name__)
 
 CRITICAL = "critical"
 WARNING = "warning"
-OK, DEGRADED, FAILING = "ok", "degraded", "failing"
-HEALTH_EXIT_CODES = {OK: 0, DEGRADED: 1, FAILING: 2}
 
 
 @dataclass(frozen=True, kw_only=True)

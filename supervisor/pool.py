@@ -17,10 +17,11 @@ from llm_service.config import Settings
 from llm_service.errors import StaleRecordError
 from llm_service.instance_id import instance_prefix
 from llm_service.message_ledger import POISON_DEATHS
+from llm_service.signals import DUMP_SIGNAL
 from llm_service.status_table import SlotSnapshot, StatusTable, WorkerState
 from supervisor.backoff import BackoffPolicy, ExitInfo, Verdict
 from supervisor.slot import Slot, SlotState, StopReason
-from supervisor.spawn import DUMP_SIGNAL, Clock, ProcessOps, SpawnRequest
+from supervisor.spawn import Clock, ProcessOps, SpawnRequest
 from supervisor.totals import CounterBook
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,6 @@ class Pool:
 
     def pids(self) -> list[int]:
         return [s.pid for s in self.slots if s.live]
-
-    def owns(self, pid: int) -> bool:
-        return pid in self._by_pid
 
     def all_down(self) -> bool:
         return not self.live_slots()

@@ -48,7 +48,6 @@ SUPERVISOR_ONLY = frozenset(
     }
 )
 FIXED_AT_START = frozenset({"supervisor_socket", "worker_max_processes", "metrics_port", "metrics_addr"})
-LOGGING = frozenset({"log_format", "log_level", "log_file"})
 # The prefix too: old and new workers would hold two identities each, unchecked at start-up.
 REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic", "worker_instance_prefix"})
 
@@ -56,10 +55,6 @@ REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic", "worker_in
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Change:
     changed: tuple[str, ...]  # env names
-
-    @property
-    def any(self) -> bool:
-        return bool(self.changed)
 
     @property
     def needs_rolling_restart(self) -> bool:
@@ -73,10 +68,6 @@ class Change:
     def refused(self) -> tuple[str, ...]:
         """Changes a reload must not make (REFUSED_ON_RELOAD); the supervisor needs a restart."""
         return tuple(n for n in self.changed if n.lower() in REFUSED_ON_RELOAD)
-
-    @property
-    def logging(self) -> bool:
-        return any(n.lower() in LOGGING for n in self.changed)
 
 
 def compare(old: Settings, new: Settings) -> Change:

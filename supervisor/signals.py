@@ -1,9 +1,10 @@
 """Signal handlers that only take notes (docs/architecture.md, "Conventions").
 
-Runs in the supervisor process. Each handler appends the signal number to a queue; Python's C-level
-handler also writes a byte to the wakeup pipe (``signal.set_wakeup_fd``), which wakes the main
-loop's ``select`` at once. The loop then pops the notes and turns each into a named method call. No
-logging, no locks and no I/O happen inside a handler.
+Runs in the supervisor process, for SUPERVISOR_HANDLED of llm_service/signals.py. Each handler
+appends the signal number to a queue; Python's C-level handler also writes a byte to the wakeup pipe
+(``signal.set_wakeup_fd``), which wakes the main loop's ``select`` at once. The loop then pops the
+notes and turns each into a named method call. No logging, no locks and no I/O happen inside a
+handler.
 """
 
 from __future__ import annotations
@@ -14,22 +15,13 @@ import os
 import signal
 from types import FrameType
 
-HANDLED: tuple[signal.Signals, ...] = (
-    signal.SIGCHLD,
-    signal.SIGHUP,
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-    signal.SIGUSR1,
-)
+from llm_service.signals import SUPERVISOR_HANDLED
 
 
 class SignalNotes:
     """The supervisor's signal queue and wakeup pipe. Install once, in the main thread."""
 
-    def __init__(self, *, signals: tuple[signal.Signals, ...] = HANDLED) -> None:
+    def __init__(self, *, signals: tuple[signal.Signals, ...] = SUPERVISOR_HANDLED) -> None:
         self._signals = signals
         self._notes: collections.deque[int] = collections.deque()
         self._read_fd, self._write_fd = os.pipe()

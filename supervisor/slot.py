@@ -9,7 +9,7 @@ per-process fields change. Every state change goes through :meth:`Slot.move`, wh
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llm_service.errors import LlmServiceError
 from llm_service.instance_id import group_instance_id, instance_prefix
@@ -85,7 +85,6 @@ class Slot:
     reached_running: bool = False  # the current process reported RUNNING at least once
     sigkilled: bool = False  # SIGKILL was sent to the current process
     last_exit: str = ""
-    history: list[tuple[float, SlotState]] = field(default_factory=list)
 
     @property
     def group_instance_id(self) -> str:
@@ -107,5 +106,3 @@ class Slot:
             )
         self.state = new
         self.since = now
-        self.history.append((now, new))
-        del self.history[:-16]  # keep the recent moves for debugging only

@@ -4,21 +4,18 @@ The supervisor's decisions call a :class:`ProcessOps` and a :class:`Clock`; prod
 :class:`ForkProcessOps` and :class:`SystemClock`, tests use fakes and never fork or sleep.
 
 :func:`child_main` is the only code here that runs in the worker process: between ``os.fork`` and
-``os._exit``. It drops everything the parent owns (its sockets, its signal handlers, its random
-state, systemd's variables), arms faulthandler on SIGUSR2 so the parent can ask a hung worker for a
-traceback, and calls the worker entry point with plain config; the worker makes its own Kafka, S3 and
-HTTP clients.
+``os._exit``. It closes the parent's files (``in_child``), runs the worker set-up every worker
+process shares (llm_service/worker_setup.py: signals, random state, systemd's variables,
+faulthandler on SIGUSR2 so the parent can ask a hung worker for a traceback, logging), and calls the
+worker entry point with plain config; the worker makes its own Kafka, S3 and HTTP clients.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import faulthandler
 import logging
 import os
-import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -27,15 +24,12 @@ from typing import NoReturn, Protocol
 
 from llm_service import exit_codes
 from llm_service.config import Settings
-from llm_service.logs import configure_logging
-from llm_service.proctitle import set_worker_title
 from llm_service.status_table import SlotWriter, StatusTable, WorkerState
+from llm_service.worker_setup import prepare_worker_process
 
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
-DUMP_SIGNAL = signal.SIGUSR2  # the worker's faulthandler dumps all thread stacks to stderr on it
-_CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
 
 class WorkerEntry(Protocol):
@@ -146,7 +140,7 @@ def child_main(
     code = exit_codes.CRASHED
     try:
         in_child()
-        _reset_process_state(request)
+        prepare_worker_process(settings=request.settings, slot=request.slot, supervised=True)
         status = table.writer(request.slot)
         pid = os.getpid()
         status.update(pid=pid, state=WorkerState.BOOTING, started_at=time.time(), heartbeat=time.monotonic())
@@ -169,31 +163,6 @@ def child_main(
     finally:
         _flush_streams()
         os._exit(code)
-
-
-def _reset_process_state(request: SpawnRequest) -> None:
-    """Undo what the parent set up: signal handlers and wakeup fd, random state, systemd variables."""
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTTIN):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
-    # Ctrl-C in a terminal reaches the whole process group: the supervisor alone decides how workers
-    # stop. SIGUSR1 is forwarded by the supervisor (reopen logs); the worker may install a handler.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    random.seed()  # the parent's random state would otherwise be shared by every worker
-    for name in _CHILD_ENV_DROP:
-        os.environ.pop(name, None)
-    os.environ.update(request.settings.as_environ())
-    faulthandler.register(DUMP_SIGNAL, all_threads=True, chain=False)
-    settings = request.settings
-    configure_logging(
-        service=f"llm-worker[{request.slot}]",
-        log_format=settings.log_format,
-        level=settings.log_level,
-        log_file=settings.log_file,
-    )
-    set_worker_title(request.slot, busy=0, capacity=settings.worker_max_concurrent_tasks, note="booting")
 
 
 def _flush_streams() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from llm_service.backoff import Jitter, compute_backoff
 from llm_service.config import Settings
 from llm_service.errors import TransientTaskError
 
@@ -84,8 +85,9 @@ class Retrier:
         """
         if retry_after is not None:
             return retry_after
-        cap = min(self._max_s, self._base_s * 2.0 ** (failures - 1))
-        return self._rng() * cap
+        return compute_backoff(
+            failures, base_s=self._base_s, max_s=self._max_s, jitter=Jitter.FULL, rand=self._rng
+        )
 
     def run(
         self, attempt: Callable[[], T | RetryableFailure], *, deadline: float, what: str, task_id: str

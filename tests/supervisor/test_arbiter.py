@@ -16,11 +16,11 @@ import pytest
 
 from llm_service.config import Settings
 from llm_service.errors import ConfigError
+from llm_service.socket_protocol import COMMANDS, Request, encode_request
 from llm_service.status_table import StatusTable, WorkerState
 from supervisor.arbiter import HEARTBEAT_SLACK_S, SAMPLE_S, TICK_S, Arbiter, Parts
 from supervisor.lifecycle import Life, LifeState
 from supervisor.limits import HostReading, ProcReading
-from supervisor.protocol import COMMANDS, Request, encode_request
 from supervisor.sdnotify import Notifier
 from supervisor.slot import IllegalTransitionError, SlotState
 from tests.supervisor.fakes import FakeClock, FakeMeter, FakeOps, settings

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from llm_service.errors import ConfigError
+from llm_service.socket_protocol import Request
 from supervisor.control_socket import BATCH, ControlServer
-from supervisor.protocol import Request
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ import pytest
 from llm_service import exit_codes
 from llm_service.errors import ConfigError
 from llm_service.instance_id import group_instance_id, holds_prefix, instance_prefix
+from llm_service.socket_protocol import Request, parse_request
 from llm_service.status_table import StatusTable
 from supervisor import instance_claim
 from supervisor.health import HealthInputs, find_alerts
 from supervisor.limits import HostReading
 from supervisor.pool import Pool
-from supervisor.protocol import Request, parse_request
 from supervisor.slot import SlotState
 from tests.supervisor.fakes import FakeClock, FakeOps, settings
 from tests.supervisor.test_arbiter import World

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llm_service.socket_protocol import Request
 from llmctl.control import render_table
-from supervisor.protocol import Request
 from tests.supervisor.test_arbiter import World
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from supervisor.protocol import ProtocolError, Request, encode_reply, encode_request, parse_request
+from llm_service.socket_protocol import ProtocolError, Request, encode_reply, encode_request, parse_request
 
 
 @pytest.mark.parametrize(

@@ -70,4 +70,3 @@ def test_tracker_keeps_partitions_apart_and_epochs_fence_old_completions() -> No
     assert tracker.to_commit(["a"]) == {"a": 1}
     tracker.committed({"a": 1, "b": 1})
     assert tracker.to_commit() == {}
-    assert sorted(tracker.partitions()) == ["a", "b"]

@@ -1,6 +1,8 @@
 """The status socket's protocol: one JSON request per line, one JSON reply per line (docs/reference.md).
 
-Shared by the supervisor (server side) and ``llmctl`` (client side); pure functions, no I/O.
+Shared by the supervisor (server side, supervisor/control_socket.py) and ``llmctl`` (client side,
+llmctl/control.py); pure functions, no I/O. It lives in the shared package so the client imports
+nothing of the server. Also the health a reply reports and the exit code ``llmctl health`` gives it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from llm_service.errors import LlmServiceError
 
 COMMANDS = ("status", "health", "reload", "scale", "drain", "resume")
 MAX_LINE = 64 * 1024
+
+# The "health" field of the status and health replies (supervisor/health.py derives it from alerts).
+OK, DEGRADED, FAILING = "ok", "degraded", "failing"
+HEALTH_EXIT_CODES = {OK: 0, DEGRADED: 1, FAILING: 2}  # ``llmctl health``'s exit code for each
 
 
 class ProtocolError(LlmServiceError):
