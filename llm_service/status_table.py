@@ -147,6 +147,15 @@ RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
 
 
 @dataclass(frozen=True)
+class WorkerControl:
+    """What the supervisor asks of one worker (its slot's control area), read on each loop turn."""
+
+    intake_paused: bool
+    drain: bool
+    concurrency_cap: int  # 0: no cap beyond WORKER_MAX_CONCURRENT_TASKS
+
+
+@dataclass(frozen=True)
 class TaskInFlight:
     task_id: str
     stage: Stage
@@ -531,10 +540,13 @@ class SlotWriter:
     def _task_pos(self, entry: int) -> int:
         return self._base + _TASKS_AT + entry * _TASK.size
 
-    def control(self) -> tuple[bool, bool, int]:
-        """What the supervisor asks of this worker: (intake paused, drain, concurrency cap or 0)."""
-        paused, drain = bool(self._control("intake_paused")), bool(self._control("drain"))
-        return paused, drain, self._control("concurrency_cap")
+    def control(self) -> WorkerControl:
+        """What the supervisor asks of this worker now."""
+        return WorkerControl(
+            intake_paused=bool(self._control("intake_paused")),
+            drain=bool(self._control("drain")),
+            concurrency_cap=self._control("concurrency_cap"),
+        )
 
     def leave_requested(self) -> bool:
         """True when the slot is being retired, so the worker should leave its group on the way out."""

@@ -91,7 +91,7 @@ class ConsumerLoop:
         consumer: KafkaConsumer,
         pipeline: TaskPipeline,
         executor: Executor,
-        status: SlotWriter,
+        progress: SlotWriter,
         config: LoopConfig,
         stop: StopFlags,
         breaker_state: Callable[[], Breaker],
@@ -105,7 +105,7 @@ class ConsumerLoop:
         self._consumer = consumer
         self._pipeline = pipeline
         self._executor = executor
-        self._status = status
+        self._progress = progress
         self._config = config
         self._stop = stop
         self._breaker_state = breaker_state
@@ -152,7 +152,7 @@ class ConsumerLoop:
     def _turn(self) -> Verdict:
         if self._join_guard.fenced():
             raise FencedInstanceIdError("heartbeat fenced: another process joined with our group.instance.id")
-        self._status.heartbeat()
+        self._progress.heartbeat()
         self._on_turn()
         verdict = self._inflight.collect()
         self._commit()
@@ -164,7 +164,7 @@ class ConsumerLoop:
         return verdict
 
     def _capacity(self) -> int:
-        _, _, cap = self._status.control()
+        cap = self._progress.control().concurrency_cap
         capacity = min(self._config.max_concurrent, cap) if cap > 0 else self._config.max_concurrent
         hold = self._spend_hold()
         if hold is Hold.POOL_BUDGET:
@@ -175,9 +175,8 @@ class ConsumerLoop:
         return capacity + min(self._tenant_held(), self._config.tenant_held_max)
 
     def _intake_blocked(self) -> bool:
-        intake_paused, _, _ = self._status.control()
         held = self._inflight.running() + self._inflight.backlog()
-        return intake_paused or held >= self._capacity()
+        return self._progress.control().intake_paused or held >= self._capacity()
 
     def _set_intake(self) -> bool:
         """Pause every assigned partition when no more tasks may start, else resume them; True if paused."""
@@ -216,7 +215,7 @@ class ConsumerLoop:
             return {}
         finally:
             self._join_guard.keep_awaited()  # a join this poll started and gave up waiting for
-        self._status.update(conn_kafka=Conn.UP)
+        self._progress.update(conn_kafka=Conn.UP)
         if not records and self._join_guard.under_way():
             self._join()  # at once: a join that finished in between would be lost to another round
         return records
@@ -231,7 +230,7 @@ class ConsumerLoop:
         except KafkaError as exc:
             self._kafka_error("poll", exc)
             return
-        self._status.update(conn_kafka=Conn.UP)
+        self._progress.update(conn_kafka=Conn.UP)
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if not records:
@@ -245,7 +244,7 @@ class ConsumerLoop:
                 self._inflight.take(partition, record.offset, record, now)
 
     def _start_tasks(self) -> None:
-        if self._status.control()[0]:
+        if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
         while self._inflight.running() < self._capacity():
             held = self._inflight.next_to_start(run_alone=self._suspect)
@@ -255,19 +254,18 @@ class ConsumerLoop:
 
     def _deaths(self, held: Held[TopicPartition, ConsumerRecord]) -> int:
         """Workers that died holding this message (the supervisor's death ledger; a shared-memory read)."""
-        return self._status.ledger.deaths(held.partition.topic, held.partition.partition, held.offset)
+        return self._progress.ledger.deaths(held.partition.topic, held.partition.partition, held.offset)
 
     def _suspect(self, held: Held[TopicPartition, ConsumerRecord]) -> bool:
         """Killed a worker once: run it alone, so that a second death is charged to it only."""
         return SUSPECT_DEATHS <= self._deaths(held) < POISON_DEATHS
 
     def _publish_state(self) -> None:
-        intake_paused, _, _ = self._status.control()
         breaker = self._breaker_state()
         hold = self._spend_hold()
-        paused = intake_paused or breaker is Breaker.OPEN or hold is not None
+        paused = self._progress.control().intake_paused or breaker is Breaker.OPEN or hold is not None
         oldest = self._inflight.oldest_taken_at()
-        self._status.update(
+        self._progress.update(
             state=WorkerState.PAUSED if paused else WorkerState.RUNNING,
             breaker=breaker,
             oldest_pending_ts=oldest or 0.0,
@@ -292,7 +290,7 @@ class ConsumerLoop:
         outcome = Outcome.HANDED_BACK
         record = _as_record(held.record)
         # Noted in shared memory for the supervisor: should this process die now, it held this message.
-        entry = self._status.held.start(record.topic, record.partition, record.offset)
+        entry = self._progress.held.start(record.topic, record.partition, record.offset)
         try:
             deaths = self._deaths(held)
             if deaths >= POISON_DEATHS:
@@ -304,7 +302,7 @@ class ConsumerLoop:
                 "Task thread failed on %s[%d]@%d", held.partition.topic, held.partition.partition, held.offset
             )
         finally:
-            self._status.held.finish(entry)
+            self._progress.held.finish(entry)
             self._inflight.complete(Completion(held.partition, held.offset, held.epoch, outcome))
 
     # --- commits ---------------------------------------------------------------------------------
@@ -333,14 +331,13 @@ class ConsumerLoop:
 
     def _kafka_error(self, what: str, exc: KafkaError) -> None:
         log.warning("Kafka %s failed: %s", what, exc)
-        self._status.add(kafka_errors=1)
-        self._status.update(conn_kafka=Conn.DOWN)
+        self._progress.add(kafka_errors=1)
+        self._progress.update(conn_kafka=Conn.DOWN)
 
     # --- stopping --------------------------------------------------------------------------------
 
     def _drain_requested(self) -> bool:
-        _, drain, _ = self._status.control()
-        return drain
+        return self._progress.control().drain
 
     def _drain(self) -> int:
         """Graceful stop: no new tasks; finish the running ones until the drain deadline; commit."""
@@ -351,13 +348,13 @@ class ConsumerLoop:
             self._config.drain_timeout_s,
             running,
         )
-        self._status.update(state=WorkerState.DRAINING)
+        self._progress.update(state=WorkerState.DRAINING)
         self._draining.set()
         self._pause_all()
         self._inflight.drop_backlog(self._consumer.assignment())
         deadline = self._clock() + self._config.drain_timeout_s
         while self._inflight.running() > 0 and self._clock() < deadline and not self._stop.fast:
-            self._status.heartbeat()
+            self._progress.heartbeat()
             if not self._join_guard.under_way():  # else _keep_membership waits in the join instead
                 self._inflight.wait_completion(PAUSED_WAIT_S)
             self._inflight.collect()
@@ -374,12 +371,12 @@ class ConsumerLoop:
         self._stopping.set()
         grace_until = self._clock() + HAND_BACK_GRACE_S
         while self._inflight.running() > 0 and self._clock() < grace_until:
-            self._status.heartbeat()
+            self._progress.heartbeat()
             self._inflight.wait_completion(0.1)
             self._inflight.collect()
         self._inflight.collect()
         self._commit(force=True)
-        self._status.update(state=WorkerState.STOPPED)
+        self._progress.update(state=WorkerState.STOPPED)
         return code
 
     def _pause_all(self) -> None:
@@ -420,7 +417,7 @@ class ConsumerLoop:
         deadline = self._clock() + wait_s
         while self._inflight.running(partitions) > 0 and self._clock() < deadline:
             self._note(self._inflight.collect())
-            self._status.heartbeat()  # the consumer thread is blocked in poll meanwhile
+            self._progress.heartbeat()  # the consumer thread is blocked in poll meanwhile
             await loop_sleep(self._consumer, REVOKE_STEP_S)
         self._note(self._inflight.collect())
         positions = self._inflight.to_commit(partitions)
@@ -441,7 +438,7 @@ class ConsumerLoop:
             await self._consumer.commit_async(offsets=offsets)
         except KafkaError as exc:
             log.warning("Commit of revoked partitions failed (their tasks will be redelivered): %s", exc)
-            self._status.add(kafka_errors=1)
+            self._progress.add(kafka_errors=1)
 
     def partitions_lost(self, partitions: list[TopicPartition]) -> None:
         """The group moved on without us: drop everything of these partitions, commit nothing."""
