@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class SpendingFiles:
         self._dir = directory
         self._zone = zone
         self._wall_clock = wall_clock
+        self._thread_lock = threading.Lock()
 
     def day(self) -> str:
         now = datetime.datetime.fromtimestamp(self._wall_clock(), tz=self._zone)
@@ -202,12 +204,16 @@ class SpendingFiles:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing drops the flock
+        # The threads of this process queue on a lock of their own first: waiters on an flock are all
+        # woken at each release to race for it again, which at 64 task threads cost more CPU than the
+        # update itself. The flock then orders this process with the others of the host.
+        with self._thread_lock:
+            fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing drops the flock
 
 
 def _read_json(path: Path) -> dict[str, Any]:
