@@ -79,7 +79,8 @@ class Storage:
                 response.close()
                 response.release_conn()
 
-        size, data = self._call(get, f"read {_where(ref)}", ref)
+        read: tuple[int | None, bytes] = self._call(get, f"read {_where(ref)}", ref)
+        size, data = read
         if (size is None or size <= self._max_input_bytes) and len(data) <= self._max_input_bytes:
             return data
         # Over the limit as stated, or longer than the response stated (no size, a wrong one).
