@@ -164,6 +164,7 @@ def make_consumer(settings: Settings, *, client_id: str, group_instance_id: str 
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         max_poll_records=settings.worker_max_concurrent_tasks,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
+        metrics_enabled=False,  # never read; its sensors cost CPU on every fetch and record
     )
 
 
