@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any
+from typing import Any, NamedTuple
 
 from llm_service.errors import StaleRecordError
 from llm_service.message_ledger import LEDGER_SIZE, DeathLedger, HeldMessage, HeldMessages, held_area_size
@@ -146,9 +146,8 @@ RECORD_SIZE = _HELD_AT + held_area_size(MAX_TRACKED_TASKS)
 RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
 
 
-@dataclass(frozen=True)
-class WorkerControl:
-    """What the supervisor asks of one worker (its slot's control area), read on each loop turn."""
+class WorkerControl(NamedTuple):
+    """What the supervisor asks of one worker (its slot's control area), read several times a turn."""
 
     intake_paused: bool
     drain: bool
