@@ -6,9 +6,11 @@ is short (a poll of at most ``poll_timeout_s`` or a wait of at most ``PAUSED_WAI
 rebalance is under way, a wait for the join of at most ``REBALANCE_WAIT_MS``), so the heartbeat in
 the status table keeps beating while tasks run for minutes.
 
-Intake: while fewer tasks run than the capacity allows, the loop polls for at most as many records
-as there are free places; when full (or told to pause, or the model's circuit breaker is open) it
-pauses every assigned partition and keeps polling, so it stays in the group. A partition assigned
+Intake: the loop polls for at most as many records as it has room for (the capacity, and a backlog
+of capacity / PREFETCH_SHARE beyond it, started as places free up); when full (or told to pause, or
+the model's circuit breaker is open) it pauses every assigned partition and keeps polling, so it
+stays in the group. Once full it stays paused until a place is free with nothing queued for it, so
+each poll takes a batch rather than one record per finished task. A partition assigned
 by a rebalance starts paused (the listener pauses it before anything is fetched), so a paused worker
 stays paused across rebalances; the next turn resumes it if intake is open. A spent pool budget
 stops intake; a 402/403 pause lets one task through as the probe; tasks of a spent tenant do not
@@ -57,6 +59,9 @@ PAUSED_POLL_MS = 10  # that poll's timeout: fetches nothing while paused, only k
 # Longest wait inside kafka-python for a join to complete (it returns as soon as it has): the status
 # heartbeat pauses meanwhile, so this stays far below WORKER_HEARTBEAT_TIMEOUT.
 REBALANCE_WAIT_MS = 5000
+# Beyond its capacity a worker holds up to capacity / PREFETCH_SHARE messages more, taken in one poll
+# and started as places free up (none at a capacity under 8, e.g. 1 while the breaker is open).
+PREFETCH_SHARE = 8
 HAND_BACK_GRACE_S = 3.0  # after the drain deadline: time for tasks to notice and hand back
 REVOKE_STEP_S = 0.1
 CLOSE_COMMIT_TIMEOUT_MS = 10_000
@@ -122,6 +127,7 @@ class ConsumerLoop:
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
+        self._full = False  # intake was blocked last turn (see _intake_blocked)
         self._join_guard = JoinGuard(consumer)
 
     def subscribe(self) -> None:
@@ -174,9 +180,22 @@ class ConsumerLoop:
         # Tasks of spent tenants wait in their threads: beside them, the others keep flowing.
         return capacity + min(self._tenant_held(), self._config.tenant_held_max)
 
+    def _room(self) -> int:
+        """How many messages the worker may hold: its capacity and a small backlog beyond it."""
+        capacity = self._capacity()
+        return capacity + capacity // PREFETCH_SHARE
+
     def _intake_blocked(self) -> bool:
         held = self._inflight.running() + self._inflight.backlog()
-        return self._progress.control().intake_paused or held >= self._capacity()
+        if self._progress.control().intake_paused or held >= self._room():
+            blocked = True
+        else:
+            # Once full, stay paused until a place is free with no message queued for it: the poll
+            # that follows takes a batch, where it took one record per completion (a resume, a fetch
+            # and a pause per task).
+            blocked = self._full and held >= self._capacity()
+        self._full = blocked
+        return blocked
 
     def _set_intake(self) -> bool:
         """Pause every assigned partition when no more tasks may start, else resume them; True if paused."""
@@ -200,7 +219,7 @@ class ConsumerLoop:
             self._inflight.wait_completion(PAUSED_WAIT_S)
             if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
                 return {}
-        free = self._capacity() - self._inflight.running() - self._inflight.backlog()
+        free = self._room() - self._inflight.running() - self._inflight.backlog()
         timeout_ms = PAUSED_POLL_MS if paused else int(self._config.poll_timeout_s * 1000)
         self._last_poll = self._clock()
         clear_drained_records(self._consumer)  # else a partition paused at capacity may never resume
@@ -246,7 +265,8 @@ class ConsumerLoop:
     def _start_tasks(self) -> None:
         if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
-        while self._inflight.running() < self._capacity():
+        capacity = self._capacity()  # once per turn, not per task started: it reads shared state
+        while self._inflight.running() < capacity:
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
                 return
