@@ -128,6 +128,7 @@ class ConsumerLoop:
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
         self._full = False  # intake was blocked last turn (see _intake_blocked)
+        self._capacity_now: int | None = None  # this turn's capacity, once read (see _capacity)
         self._join_guard = JoinGuard(consumer)
 
     def subscribe(self) -> None:
@@ -160,16 +161,26 @@ class ConsumerLoop:
             raise FencedInstanceIdError("heartbeat fenced: another process joined with our group.instance.id")
         self._progress.heartbeat()
         self._on_turn()
+        self._capacity_now = None  # read again before the poll, and again after it (the long wait)
         verdict = self._inflight.collect()
         self._commit()
         self._start_tasks()
         paused = self._set_intake()
-        self._take(self._poll(paused))
+        records = self._poll(paused)
+        self._capacity_now = None
+        self._take(records)
         self._start_tasks()
         self._publish_state()
         return verdict
 
     def _capacity(self) -> int:
+        """How many tasks may run now; read at most twice a turn (it reads the control area, the spend
+        gate and the breaker, and was read several times a turn: 3-11 % of the worker's samples)."""
+        if self._capacity_now is None:
+            self._capacity_now = self._read_capacity()
+        return self._capacity_now
+
+    def _read_capacity(self) -> int:
         cap = self._progress.control().concurrency_cap
         capacity = min(self._config.max_concurrent, cap) if cap > 0 else self._config.max_concurrent
         hold = self._spend_hold()
@@ -265,7 +276,7 @@ class ConsumerLoop:
     def _start_tasks(self) -> None:
         if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
-        capacity = self._capacity()  # once per turn, not per task started: it reads shared state
+        capacity = self._capacity()
         while self._inflight.running() < capacity:
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
