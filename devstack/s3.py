@@ -64,6 +64,9 @@ class S3Server:
                 "--health",
                 HEALTH_PATH,
                 "--quiet",
+                # As MinIO and AWS do; versitygw closes every connection after one request otherwise,
+                # and each client request then pays a TCP connect (measured: one per S3 call).
+                "--keep-alive",
                 *(["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else []),
                 "posix",
                 str(self.data_dir),

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any
+from typing import Any, NamedTuple
 
 from llm_service.errors import StaleRecordError
 from llm_service.message_ledger import LEDGER_SIZE, DeathLedger, HeldMessage, HeldMessages, held_area_size
@@ -144,6 +144,14 @@ _TASKS_AT = _AFTER_CONTROL + (-_AFTER_CONTROL % 8)
 _HELD_AT = _TASKS_AT + MAX_TRACKED_TASKS * _TASK.size
 RECORD_SIZE = _HELD_AT + held_area_size(MAX_TRACKED_TASKS)
 RECORD_SIZE += -RECORD_SIZE % 64  # one record per cache line boundary
+
+
+class WorkerControl(NamedTuple):
+    """What the supervisor asks of one worker (its slot's control area), read several times a turn."""
+
+    intake_paused: bool
+    drain: bool
+    concurrency_cap: int  # 0: no cap beyond WORKER_MAX_CONCURRENT_TASKS
 
 
 @dataclass(frozen=True)
@@ -531,10 +539,13 @@ class SlotWriter:
     def _task_pos(self, entry: int) -> int:
         return self._base + _TASKS_AT + entry * _TASK.size
 
-    def control(self) -> tuple[bool, bool, int]:
-        """What the supervisor asks of this worker: (intake paused, drain, concurrency cap or 0)."""
-        paused, drain = bool(self._control("intake_paused")), bool(self._control("drain"))
-        return paused, drain, self._control("concurrency_cap")
+    def control(self) -> WorkerControl:
+        """What the supervisor asks of this worker now."""
+        return WorkerControl(
+            intake_paused=bool(self._control("intake_paused")),
+            drain=bool(self._control("drain")),
+            concurrency_cap=self._control("concurrency_cap"),
+        )
 
     def leave_requested(self) -> bool:
         """True when the slot is being retired, so the worker should leave its group on the way out."""

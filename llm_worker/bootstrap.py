@@ -81,16 +81,21 @@ class _Partial:
 
 
 def bootstrap(
-    *, settings: Settings, status: SlotWriter, stop: StopFlags, worker_id: str, group_instance_id: str | None
+    *,
+    settings: Settings,
+    progress: SlotWriter,
+    stop: StopFlags,
+    worker_id: str,
+    group_instance_id: str | None,
 ) -> Clients | int:
     """Connect with retries; returns the clients, or the exit code to return (BOOT_FAILED, or OK on stop)."""
     attempts = settings.worker_bootstrap_attempts
     for attempt in range(1, attempts + 1):
         if stop.graceful or stop.fast:
             return exit_codes.OK
-        status.heartbeat()
+        progress.heartbeat()
         try:
-            clients = _connect(settings, status, worker_id, group_instance_id)
+            clients = _connect(settings, progress, worker_id, group_instance_id)
         except (KafkaConfigurationError, ValueError, ConfigError) as exc:
             log.error(log_lines.INIT_FAILED, exc)
             return exit_codes.BOOT_FAILED
@@ -98,35 +103,35 @@ def bootstrap(
             if exc.code.startswith(("AUTH_", "MODEL_")):
                 log.error(log_lines.INIT_FAILED, f"GigaChat: {exc}")
                 return exit_codes.BOOT_FAILED
-            _failed(status, attempt, attempts, exc)
+            _failed(progress, attempt, attempts, exc)
         except (KafkaError, TaskError, OSError) as exc:
-            _failed(status, attempt, attempts, exc, hint=kafka_failure_hint(settings, exc))
+            _failed(progress, attempt, attempts, exc, hint=kafka_failure_hint(settings, exc))
         else:
-            status.update(bootstrap_failures=0)
+            progress.update(bootstrap_failures=0)
             return clients
         if attempt < attempts:
             pause = compute_backoff(attempt, base_s=settings.worker_bootstrap_backoff_s, max_s=BACKOFF_MAX_S)
-            _wait(pause, status, stop)
+            _wait(pause, progress, stop)
     log.error("Giving up after %d bootstrap attempts", attempts)
     return exit_codes.BOOT_FAILED
 
 
-def _failed(status: SlotWriter, attempt: int, attempts: int, exc: BaseException, *, hint: str = "") -> None:
+def _failed(progress: SlotWriter, attempt: int, attempts: int, exc: BaseException, *, hint: str = "") -> None:
     why = f"{type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}"
     log.error(log_lines.BOOTSTRAP_FAILED, f"{why} (attempt {attempt} of {attempts})")
-    status.add(bootstrap_failures=1)
+    progress.add(bootstrap_failures=1)
 
 
-def _wait(seconds: float, status: SlotWriter, stop: StopFlags) -> None:
+def _wait(seconds: float, progress: SlotWriter, stop: StopFlags) -> None:
     """Sleep in short steps, heartbeating, until ``seconds`` pass or a stop is requested."""
     until = time.monotonic() + seconds
     while time.monotonic() < until and not (stop.graceful or stop.fast):
-        status.heartbeat()
+        progress.heartbeat()
         time.sleep(min(0.2, max(0.0, until - time.monotonic())))
 
 
 def _connect(
-    settings: Settings, status: SlotWriter, worker_id: str, group_instance_id: str | None
+    settings: Settings, progress: SlotWriter, worker_id: str, group_instance_id: str | None
 ) -> Clients:
     partial = _Partial()
     try:
@@ -135,9 +140,9 @@ def _connect(
         _check_topics(consumer, settings)
         producer = make_producer(settings, client_id=f"{worker_id}-events")
         partial.closers.append(lambda: producer.close(timeout=1))
-        status.update(conn_kafka=Conn.UP)
-        storage = _storage(settings, status)
-        gigachat, limiter, breaker = _gigachat(settings, status, partial)
+        progress.update(conn_kafka=Conn.UP)
+        storage = _storage(settings, progress)
+        gigachat, limiter, breaker = _gigachat(settings, progress, partial)
     except BaseException:
         partial.close()
         raise
@@ -160,6 +165,7 @@ def make_consumer(settings: Settings, *, client_id: str, group_instance_id: str 
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         max_poll_records=settings.worker_max_concurrent_tasks,
         bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
+        metrics_enabled=False,  # never read; its sensors cost CPU on every fetch and record
     )
 
 
@@ -171,9 +177,9 @@ def _check_topics(consumer: KafkaConsumer, settings: Settings) -> None:
         raise KafkaError(f"topics do not exist: {', '.join(missing)}")
 
 
-def _storage(settings: Settings, status: SlotWriter) -> Storage:
+def _storage(settings: Settings, progress: SlotWriter) -> Storage:
     def health(up: bool) -> None:
-        status.update(conn_s3=Conn.UP if up else Conn.DOWN)
+        progress.update(conn_s3=Conn.UP if up else Conn.DOWN)
 
     client = make_client(settings, pool_size=settings.worker_max_concurrent_tasks + 2)
     storage = Storage(client=client, max_input_bytes=settings.input_max_bytes, on_health=health)
@@ -182,7 +188,7 @@ def _storage(settings: Settings, status: SlotWriter) -> Storage:
 
 
 def _gigachat(
-    settings: Settings, status: SlotWriter, partial: _Partial
+    settings: Settings, progress: SlotWriter, partial: _Partial
 ) -> tuple[GigaChatClient, ConcurrencyLimiter, BreakerSet]:
     limiter = ConcurrencyLimiter.from_settings(settings)
     partial.closers.append(limiter.close)
@@ -192,7 +198,7 @@ def _gigachat(
     try:
         client.check()
     except TaskError:
-        status.update(conn_gigachat=Conn.DOWN)
+        progress.update(conn_gigachat=Conn.DOWN)
         raise
-    status.update(conn_gigachat=Conn.UP, breaker=Breaker.CLOSED)
+    progress.update(conn_gigachat=Conn.UP, breaker=Breaker.CLOSED)
     return client, limiter, breakers

@@ -152,13 +152,18 @@ class SpendGate:
         return Hold.TENANT_BUDGET if tenant_spent(self._budgets, spend, tenant) else None
 
     def spent(self, *, tokens: int, tenant: str | None) -> None:
-        """A call answered: count its tokens and end a payment pause."""
-        self._files.add(tokens=tokens, tenant=tenant)
+        """A call answered: count its tokens and end a payment pause.
+
+        The spending just written (every worker's) becomes the gate's view at once, so the next check
+        sees it without reading the file again: re-reading after every call cost each task and each
+        consumer-loop turn two file reads."""
+        spend = self._files.add(tokens=tokens, tenant=tenant)
         if self._files.payment_ok():
             log.warning("GigaChat answered again after a 402/403; intake resumes")
         with self._lock:
             self._payment = False
-            self._read_at = float("-inf")  # the next check sees this spending
+            if spend is not None:
+                self._spend = spend
 
     def refused(self, status: int) -> None:
         """The model answered 402/403: pause the host's intake until a probe succeeds."""

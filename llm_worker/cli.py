@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         code = run_worker(
             settings=settings,
             slot=slot,
-            status=table.writer(0),
+            progress=table.writer(0),
             worker_id=f"{host}:{slot}:{os.getpid()}",
             group_instance_id=(
                 group_instance_id(instance_prefix(settings.worker_instance_prefix, host), slot)

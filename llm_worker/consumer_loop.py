@@ -6,9 +6,11 @@ is short (a poll of at most ``poll_timeout_s`` or a wait of at most ``PAUSED_WAI
 rebalance is under way, a wait for the join of at most ``REBALANCE_WAIT_MS``), so the heartbeat in
 the status table keeps beating while tasks run for minutes.
 
-Intake: while fewer tasks run than the capacity allows, the loop polls for at most as many records
-as there are free places; when full (or told to pause, or the model's circuit breaker is open) it
-pauses every assigned partition and keeps polling, so it stays in the group. A partition assigned
+Intake: the loop polls for at most as many records as it has room for (the capacity, and a backlog
+of capacity / PREFETCH_SHARE beyond it, started as places free up); when full (or told to pause, or
+the model's circuit breaker is open) it pauses every assigned partition and keeps polling, so it
+stays in the group. Once full it stays paused until a place is free with nothing queued for it, so
+each poll takes a batch rather than one record per finished task. A partition assigned
 by a rebalance starts paused (the listener pauses it before anything is fetched), so a paused worker
 stays paused across rebalances; the next turn resumes it if intake is open. A spent pool budget
 stops intake; a 402/403 pause lets one task through as the probe; tasks of a spent tenant do not
@@ -57,6 +59,9 @@ PAUSED_POLL_MS = 10  # that poll's timeout: fetches nothing while paused, only k
 # Longest wait inside kafka-python for a join to complete (it returns as soon as it has): the status
 # heartbeat pauses meanwhile, so this stays far below WORKER_HEARTBEAT_TIMEOUT.
 REBALANCE_WAIT_MS = 5000
+# Beyond its capacity a worker holds up to capacity / PREFETCH_SHARE messages more, taken in one poll
+# and started as places free up (none at a capacity under 8, e.g. 1 while the breaker is open).
+PREFETCH_SHARE = 8
 HAND_BACK_GRACE_S = 3.0  # after the drain deadline: time for tasks to notice and hand back
 REVOKE_STEP_S = 0.1
 
@@ -90,7 +95,7 @@ class ConsumerLoop:
         consumer: KafkaConsumer,
         pipeline: TaskPipeline,
         executor: Executor,
-        status: SlotWriter,
+        progress: SlotWriter,
         config: LoopConfig,
         stop: StopFlags,
         breaker_state: Callable[[], Breaker],
@@ -104,7 +109,7 @@ class ConsumerLoop:
         self._consumer = consumer
         self._pipeline = pipeline
         self._executor = executor
-        self._status = status
+        self._progress = progress
         self._config = config
         self._stop = stop
         self._breaker_state = breaker_state
@@ -121,6 +126,8 @@ class ConsumerLoop:
         self._last_commit = 0.0
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
+        self._full = False  # intake was blocked last turn (see _intake_blocked)
+        self._capacity_now: int | None = None  # this turn's capacity, once read (see _capacity)
         self._join_guard = JoinGuard(consumer)
 
     def subscribe(self) -> None:
@@ -151,19 +158,29 @@ class ConsumerLoop:
     def _turn(self) -> Verdict:
         if self._join_guard.fenced():
             raise FencedInstanceIdError("heartbeat fenced: another process joined with our group.instance.id")
-        self._status.heartbeat()
+        self._progress.heartbeat()
         self._on_turn()
+        self._capacity_now = None  # read again before the poll, and again after it (the long wait)
         verdict = self._inflight.collect()
         self._commit()
         self._start_tasks()
         paused = self._set_intake()
-        self._take(self._poll(paused))
+        records = self._poll(paused)
+        self._capacity_now = None
+        self._take(records)
         self._start_tasks()
         self._publish_state()
         return verdict
 
     def _capacity(self) -> int:
-        _, _, cap = self._status.control()
+        """How many tasks may run now; read at most twice a turn (it reads the control area, the spend
+        gate and the breaker, and was read several times a turn: 3-11 % of the worker's samples)."""
+        if self._capacity_now is None:
+            self._capacity_now = self._read_capacity()
+        return self._capacity_now
+
+    def _read_capacity(self) -> int:
+        cap = self._progress.control().concurrency_cap
         capacity = min(self._config.max_concurrent, cap) if cap > 0 else self._config.max_concurrent
         hold = self._spend_hold()
         if hold is Hold.POOL_BUDGET:
@@ -173,10 +190,22 @@ class ConsumerLoop:
         # Tasks of spent tenants wait in their threads: beside them, the others keep flowing.
         return capacity + min(self._tenant_held(), self._config.tenant_held_max)
 
+    def _room(self) -> int:
+        """How many messages the worker may hold: its capacity and a small backlog beyond it."""
+        capacity = self._capacity()
+        return capacity + capacity // PREFETCH_SHARE
+
     def _intake_blocked(self) -> bool:
-        intake_paused, _, _ = self._status.control()
         held = self._inflight.running() + self._inflight.backlog()
-        return intake_paused or held >= self._capacity()
+        if self._progress.control().intake_paused or held >= self._room():
+            blocked = True
+        else:
+            # Once full, stay paused until a place is free with no message queued for it: the poll
+            # that follows takes a batch, where it took one record per completion (a resume, a fetch
+            # and a pause per task).
+            blocked = self._full and held >= self._capacity()
+        self._full = blocked
+        return blocked
 
     def _set_intake(self) -> bool:
         """Pause every assigned partition when no more tasks may start, else resume them; True if paused."""
@@ -200,7 +229,7 @@ class ConsumerLoop:
             self._inflight.wait_completion(PAUSED_WAIT_S)
             if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
                 return {}
-        free = self._capacity() - self._inflight.running() - self._inflight.backlog()
+        free = self._room() - self._inflight.running() - self._inflight.backlog()
         timeout_ms = PAUSED_POLL_MS if paused else int(self._config.poll_timeout_s * 1000)
         self._last_poll = self._clock()
         clear_drained_records(self._consumer)  # else a partition paused at capacity may never resume
@@ -215,7 +244,7 @@ class ConsumerLoop:
             return {}
         finally:
             self._join_guard.keep_awaited()  # a join this poll started and gave up waiting for
-        self._status.update(conn_kafka=Conn.UP)
+        self._progress.update(conn_kafka=Conn.UP)
         if not records and self._join_guard.under_way():
             self._join()  # at once: a join that finished in between would be lost to another round
         return records
@@ -230,7 +259,7 @@ class ConsumerLoop:
         except KafkaError as exc:
             self._kafka_error("poll", exc)
             return
-        self._status.update(conn_kafka=Conn.UP)
+        self._progress.update(conn_kafka=Conn.UP)
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if not records:
@@ -244,9 +273,10 @@ class ConsumerLoop:
                 self._inflight.take(partition, record.offset, record, now)
 
     def _start_tasks(self) -> None:
-        if self._status.control()[0]:
+        if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
-        while self._inflight.running() < self._capacity():
+        capacity = self._capacity()
+        while self._inflight.running() < capacity:
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
                 return
@@ -254,19 +284,18 @@ class ConsumerLoop:
 
     def _deaths(self, held: Held[TopicPartition, ConsumerRecord]) -> int:
         """Workers that died holding this message (the supervisor's death ledger; a shared-memory read)."""
-        return self._status.ledger.deaths(held.partition.topic, held.partition.partition, held.offset)
+        return self._progress.ledger.deaths(held.partition.topic, held.partition.partition, held.offset)
 
     def _suspect(self, held: Held[TopicPartition, ConsumerRecord]) -> bool:
         """Killed a worker once: run it alone, so that a second death is charged to it only."""
         return SUSPECT_DEATHS <= self._deaths(held) < POISON_DEATHS
 
     def _publish_state(self) -> None:
-        intake_paused, _, _ = self._status.control()
         breaker = self._breaker_state()
         hold = self._spend_hold()
-        paused = intake_paused or breaker is Breaker.OPEN or hold is not None
+        paused = self._progress.control().intake_paused or breaker is Breaker.OPEN or hold is not None
         oldest = self._inflight.oldest_taken_at()
-        self._status.update(
+        self._progress.update(
             state=WorkerState.PAUSED if paused else WorkerState.RUNNING,
             breaker=breaker,
             oldest_pending_ts=oldest or 0.0,
@@ -291,7 +320,7 @@ class ConsumerLoop:
         outcome = Outcome.HANDED_BACK
         record = _as_record(held.record)
         # Noted in shared memory for the supervisor: should this process die now, it held this message.
-        entry = self._status.held.start(record.topic, record.partition, record.offset)
+        entry = self._progress.held.start(record.topic, record.partition, record.offset)
         try:
             deaths = self._deaths(held)
             if deaths >= POISON_DEATHS:
@@ -303,7 +332,7 @@ class ConsumerLoop:
                 "Task thread failed on %s[%d]@%d", held.partition.topic, held.partition.partition, held.offset
             )
         finally:
-            self._status.held.finish(entry)
+            self._progress.held.finish(entry)
             self._inflight.complete(Completion(held.partition, held.offset, held.epoch, outcome))
 
     # --- commits ---------------------------------------------------------------------------------
@@ -332,14 +361,13 @@ class ConsumerLoop:
 
     def _kafka_error(self, what: str, exc: KafkaError) -> None:
         log.warning("Kafka %s failed: %s", what, exc)
-        self._status.add(kafka_errors=1)
-        self._status.update(conn_kafka=Conn.DOWN)
+        self._progress.add(kafka_errors=1)
+        self._progress.update(conn_kafka=Conn.DOWN)
 
     # --- stopping --------------------------------------------------------------------------------
 
     def _drain_requested(self) -> bool:
-        _, drain, _ = self._status.control()
-        return drain
+        return self._progress.control().drain
 
     def _drain(self) -> int:
         """Graceful stop: no new tasks; finish the running ones until the drain deadline; commit."""
@@ -350,13 +378,13 @@ class ConsumerLoop:
             self._config.drain_timeout_s,
             running,
         )
-        self._status.update(state=WorkerState.DRAINING)
+        self._progress.update(state=WorkerState.DRAINING)
         self._draining.set()
         self._pause_all()
         self._inflight.drop_backlog(self._consumer.assignment())
         deadline = self._clock() + self._config.drain_timeout_s
         while self._inflight.running() > 0 and self._clock() < deadline and not self._stop.fast:
-            self._status.heartbeat()
+            self._progress.heartbeat()
             if not self._join_guard.under_way():  # else _keep_membership waits in the join instead
                 self._inflight.wait_completion(PAUSED_WAIT_S)
             self._inflight.collect()
@@ -373,12 +401,12 @@ class ConsumerLoop:
         self._stopping.set()
         grace_until = self._clock() + HAND_BACK_GRACE_S
         while self._inflight.running() > 0 and self._clock() < grace_until:
-            self._status.heartbeat()
+            self._progress.heartbeat()
             self._inflight.wait_completion(0.1)
             self._inflight.collect()
         self._inflight.collect()
         self._commit(force=True)
-        self._status.update(state=WorkerState.STOPPED)
+        self._progress.update(state=WorkerState.STOPPED)
         return code
 
     def _pause_all(self) -> None:
@@ -419,7 +447,7 @@ class ConsumerLoop:
         deadline = self._clock() + wait_s
         while self._inflight.running(partitions) > 0 and self._clock() < deadline:
             self._note(self._inflight.collect())
-            self._status.heartbeat()  # the consumer thread is blocked in poll meanwhile
+            self._progress.heartbeat()  # the consumer thread is blocked in poll meanwhile
             await loop_sleep(self._consumer, REVOKE_STEP_S)
         self._note(self._inflight.collect())
         positions = self._inflight.to_commit(partitions)
@@ -440,7 +468,7 @@ class ConsumerLoop:
             await self._consumer.commit_async(offsets=offsets)
         except KafkaError as exc:
             log.warning("Commit of revoked partitions failed (their tasks will be redelivered): %s", exc)
-            self._status.add(kafka_errors=1)
+            self._progress.add(kafka_errors=1)
 
     def partitions_lost(self, partitions: list[TopicPartition]) -> None:
         """The group moved on without us: drop everything of these partitions, commit nothing."""

@@ -68,6 +68,7 @@ def make_producer(settings: Settings, *, client_id: str) -> KafkaProducer:
         acks="all",
         linger_ms=LINGER_MS,
         max_request_size=settings.kafka_max_request_bytes,
+        metrics_enabled=False,  # never read; its sensors cost CPU on every request and record
     )
 
 

@@ -92,49 +92,49 @@ class Signals:
 
 
 def run_worker(
-    *, settings: Settings, slot: int, status: SlotWriter, worker_id: str, group_instance_id: str | None
+    *, settings: Settings, slot: int, progress: SlotWriter, worker_id: str, group_instance_id: str | None
 ) -> int:
     """Run one worker until it is told to stop; returns an exit code of llm_service.exit_codes.
 
     Called in the worker process's main thread (a fresh fork, or ``llm-worker``). ``slot`` is the
-    worker's identity in the pool; ``status`` is its record in the shared status table.
+    worker's identity in the pool; ``progress`` is its record in the shared status table.
     """
     signals = Signals()
     signals.install()
-    status.update(
+    progress.update(
         pid=os.getpid(),
         state=WorkerState.BOOTING,
         started_at=time.time(),
         capacity=settings.worker_max_concurrent_tasks,
     )
-    status.heartbeat()
+    progress.heartbeat()
     log.info("Worker %s (slot %d) starting", worker_id, slot)
     outcome = bootstrap(
         settings=settings,
-        status=status,
+        progress=progress,
         stop=signals,
         worker_id=worker_id,
         group_instance_id=group_instance_id,
     )
     if isinstance(outcome, int):
-        status.update(state=WorkerState.STOPPED)
+        progress.update(state=WorkerState.STOPPED)
         return outcome
     clients = outcome
     try:
-        return _serve(settings, clients, status, signals, worker_id=worker_id, slot=slot)
+        return _serve(settings, clients, progress, signals, worker_id=worker_id, slot=slot)
     except Exception:  # the process boundary: log with the traceback, exit as crashed
         log.exception("Worker %s crashed", worker_id)
         return exit_codes.CRASHED
     finally:
         clients.close()
-        if group_instance_id is not None and status.leave_requested():
+        if group_instance_id is not None and progress.leave_requested():
             leave_group(settings, group_instance_id)
-        status.update(state=WorkerState.STOPPED)
+        progress.update(state=WorkerState.STOPPED)
         log.info("Worker %s stopped", worker_id)
 
 
 def _serve(
-    settings: Settings, clients: Clients, status: SlotWriter, signals: Signals, *, worker_id: str, slot: int
+    settings: Settings, clients: Clients, progress: SlotWriter, signals: Signals, *, worker_id: str, slot: int
 ) -> int:
     """Wire the pipeline and the consumer loop to the clients, and run the loop until a stop."""
     # The status table's breaker is that of the default model's chain (GIGACHAT_MODEL and its
@@ -147,7 +147,7 @@ def _serve(
 
     def breaker_changed(model: str, state: Breaker) -> None:
         now = chain_state()
-        status.update(breaker=now, conn_gigachat=Conn.DOWN if now is Breaker.OPEN else Conn.UP)
+        progress.update(breaker=now, conn_gigachat=Conn.DOWN if now is Breaker.OPEN else Conn.UP)
 
     clients.breakers.on_change(breaker_changed)
     gate = spend_gate(settings)
@@ -157,9 +157,9 @@ def _serve(
     )
     loop = ConsumerLoop(
         consumer=clients.consumer,
-        pipeline=_pipeline(settings, clients, status, worker_id, gate),
+        pipeline=_pipeline(settings, clients, progress, worker_id, gate),
         executor=executor,
-        status=status,
+        progress=progress,
         config=LoopConfig(
             topic=settings.kafka_tasks_topic,
             max_concurrent=settings.worker_max_concurrent_tasks,
@@ -185,7 +185,7 @@ def _serve(
             interval_s=settings.gigachat_balance_interval_s,
             stop=stop_balance,
         ).start()
-    status.update(state=WorkerState.RUNNING)
+    progress.update(state=WorkerState.RUNNING)
     log.info(log_lines.WORKER_STARTED, settings.kafka_tasks_topic)
     try:
         return loop.run()
@@ -208,7 +208,7 @@ def spend_gate(settings: Settings) -> SpendGate:
 
 
 def _pipeline(
-    settings: Settings, clients: Clients, status: SlotWriter, worker_id: str, gate: SpendGate
+    settings: Settings, clients: Clients, progress: SlotWriter, worker_id: str, gate: SpendGate
 ) -> TaskPipeline:
     publisher = EventPublisher(
         producer=clients.producer,
@@ -216,14 +216,14 @@ def _pipeline(
         dlq_topic=settings.kafka_dlq_topic,
         worker_id=worker_id,
         max_request_bytes=settings.kafka_max_request_bytes,
-        on_error=lambda: status.add(kafka_errors=1),
+        on_error=lambda: progress.add(kafka_errors=1),
     )
     return TaskPipeline(
         rules=TaskRules.from_settings(settings),
         storage=clients.storage,
         model=clients.gigachat,
         publisher=publisher,
-        progress=status,
+        progress=progress,
         retry=RetryPolicy(
             max_attempts=settings.task_max_attempts,
             base_s=settings.task_retry_backoff_s,

@@ -40,7 +40,7 @@ class WorkerEntry(Protocol):
         *,
         settings: Settings,
         slot: int,
-        status: SlotWriter,
+        progress: SlotWriter,
         worker_id: str,
         group_instance_id: str | None,
     ) -> int: ...
@@ -141,13 +141,15 @@ def child_main(
     try:
         in_child()
         prepare_worker_process(settings=request.settings, slot=request.slot, supervised=True)
-        status = table.writer(request.slot)
+        progress = table.writer(request.slot)
         pid = os.getpid()
-        status.update(pid=pid, state=WorkerState.BOOTING, started_at=time.time(), heartbeat=time.monotonic())
+        progress.update(
+            pid=pid, state=WorkerState.BOOTING, started_at=time.time(), heartbeat=time.monotonic()
+        )
         code = entry(
             settings=request.settings,
             slot=request.slot,
-            status=status,
+            progress=progress,
             worker_id=f"{request.hostname}:{request.slot}:{pid}",
             group_instance_id=request.group_instance_id,
         )

@@ -81,12 +81,12 @@ def test_bootstrap_waits_double_each_time_up_to_its_cap(monkeypatch: pytest.Monk
         raise OSError("connection refused")
 
     monkeypatch.setattr(bootstrap_module, "_connect", refuse)
-    monkeypatch.setattr(bootstrap_module, "_wait", lambda seconds, status, stop: pauses.append(seconds))
+    monkeypatch.setattr(bootstrap_module, "_wait", lambda seconds, progress, stop: pauses.append(seconds))
     table = StatusTable.create(1)
     try:
         outcome = bootstrap_module.bootstrap(
             settings=Settings(worker_bootstrap_attempts=8, worker_bootstrap_backoff_s=2.0),
-            status=table.writer(0),
+            progress=table.writer(0),
             stop=_NeverStop(),
             worker_id="test:0:1",
             group_instance_id=None,

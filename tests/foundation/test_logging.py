@@ -6,11 +6,12 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
 from llm_service import __version__, log_lines
-from llm_service.logs import configure_logging
+from llm_service.logs import configure_logging, iso_timestamp
 
 TEXT_LINE = re.compile(
     r"^(?P<version>\S+) - (?P<logger>\S+) - (?P<function>\S+) - "
@@ -141,3 +142,22 @@ def test_processes_sharing_stdout_never_interleave_partial_lines() -> None:
     assert len(lines) == 5 * 300
     broken = [line[:120] for line in lines if not (TEXT_LINE.match(line) and line.endswith("x" * 2500))]
     assert not broken, f"{len(broken)} lines were cut or mixed, e.g. {broken[:3]}"
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        0.0,
+        1796158740.0,  # a whole second
+        1796158740.0004999,
+        1796158740.9994999,
+        1796158740.9999996,  # rounds up into the next second, as datetime rounds
+        1796177748.6689994,  # float error at the millisecond
+        1796158741.25,  # the next second after the ones above: the cached text moves on
+        1796158740.5,  # and back
+        -0.5,
+    ],
+)
+def test_timestamps_match_datetime_to_the_millisecond(created: float) -> None:
+    expected = datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    assert iso_timestamp(created) == expected

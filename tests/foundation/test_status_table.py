@@ -14,6 +14,7 @@ from llm_service.status_table import (
     PROCESSING_BUCKETS_S,
     Stage,
     StatusTable,
+    WorkerControl,
     WorkerState,
 )
 from llm_worker.error_codes import COUNTED, counted_index
@@ -53,10 +54,10 @@ def test_control_area_reaches_the_worker(table: StatusTable) -> None:
     control = table.control(2)
     control.pause_intake(True)
     control.cap_concurrency(3)
-    assert table.writer(2).control() == (True, False, 3)
+    assert table.writer(2).control() == WorkerControl(intake_paused=True, drain=False, concurrency_cap=3)
     control.request_drain()
     control.pause_intake(False)
-    assert table.writer(2).control() == (False, True, 3)
+    assert table.writer(2).control() == WorkerControl(intake_paused=False, drain=True, concurrency_cap=3)
 
 
 def test_more_tasks_than_tracked_are_still_counted(table: StatusTable) -> None:

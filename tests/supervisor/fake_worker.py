@@ -32,11 +32,11 @@ class _Flags:
 
 
 def run(
-    *, settings: Settings, slot: int, status: SlotWriter, worker_id: str, group_instance_id: str | None
+    *, settings: Settings, slot: int, progress: SlotWriter, worker_id: str, group_instance_id: str | None
 ) -> int:
     mode = os.environ.get("FAKE_WORKER_MODE", "")
     if mode == "boot_fail":
-        status.update(bootstrap_failures=5)
+        progress.update(bootstrap_failures=5)
         return exit_codes.BOOT_FAILED
     if mode == "config_error":
         return exit_codes.CONFIG_ERROR
@@ -45,9 +45,9 @@ def run(
     flags = _Flags()
     signal.signal(signal.SIGTERM, flags.on_term)
     signal.signal(signal.SIGQUIT, flags.on_quit)
-    status.update(pid=os.getpid(), state=WorkerState.RUNNING, capacity=settings.worker_max_concurrent_tasks)
-    _loop(settings, status, flags, mode)
-    status.update(state=WorkerState.STOPPED)
+    progress.update(pid=os.getpid(), state=WorkerState.RUNNING, capacity=settings.worker_max_concurrent_tasks)
+    _loop(settings, progress, flags, mode)
+    progress.update(state=WorkerState.STOPPED)
     return exit_codes.OK
 
 
@@ -61,7 +61,7 @@ def _leave_an_orphan() -> None:
         out.write(str(pid))
 
 
-def _loop(settings: Settings, status: SlotWriter, flags: _Flags, mode: str) -> None:
+def _loop(settings: Settings, progress: SlotWriter, flags: _Flags, mode: str) -> None:
     task_s = float(os.environ.get("FAKE_TASK_MS", "300")) / 1000
     crash_at = time.monotonic() + float(os.environ.get("FAKE_CRASH_AFTER_S", "1e9"))
     ballast: list[bytearray] = []
@@ -69,19 +69,19 @@ def _loop(settings: Settings, status: SlotWriter, flags: _Flags, mode: str) -> N
     counter = 0
     while not flags.quit:
         now = time.monotonic()
-        status.heartbeat()
-        paused, drain, cap = status.control()
-        flags.drain = flags.drain or drain
+        progress.heartbeat()
+        control = progress.control()
+        flags.drain = flags.drain or control.drain
         for entry, end in [t for t in in_flight if t[1] <= now]:
-            status.task_finished(entry, ok=True, tokens=10, processing_ms=task_s * 1000)
+            progress.task_finished(entry, ok=True, tokens=10, processing_ms=task_s * 1000)
             in_flight.remove((entry, end))
         if flags.drain and not in_flight:
             return
-        limit = min(settings.worker_max_concurrent_tasks, cap or 1_000_000)
-        if not (paused or flags.drain) and len(in_flight) < limit:
+        limit = min(settings.worker_max_concurrent_tasks, control.concurrency_cap or 1_000_000)
+        if not (control.intake_paused or flags.drain) and len(in_flight) < limit:
             counter += 1
-            entry = status.task_started(f"fake-{os.getpid()}-{counter}")
-            status.task_stage(entry, Stage.CALLING_MODEL)
+            entry = progress.task_started(f"fake-{os.getpid()}-{counter}")
+            progress.task_stage(entry, Stage.CALLING_MODEL)
             in_flight.append((entry, now + task_s))
         if mode == "crash_after" and now > crash_at:
             os._exit(exit_codes.CRASHED)

@@ -58,7 +58,7 @@ from supervisor.spawn import ForkProcessOps, SpawnRequest
 out = sys.argv[1]
 os.environ["NOTIFY_SOCKET"] = "/run/systemd/notify"  # the supervisor's, never a worker's
 
-def entry(*, settings, slot, status, worker_id, group_instance_id):
+def entry(*, settings, slot, progress, worker_id, group_instance_id):
     report(out, notify=os.environ.get("NOTIFY_SOCKET"), draw=random.random())
     return 0
 

@@ -18,7 +18,7 @@ from llm_service.config import load_settings
 from llm_service.errors import ConfigError
 from llm_worker.balance_watch import BalanceWatch
 from llm_worker.budget_gate import Budgets, Hold, SpendGate, parse_tenant_budgets
-from llm_worker.spending import SpendingFiles
+from llm_worker.spending import Spend, SpendingFiles
 
 MSK = ZoneInfo("Europe/Moscow")
 # 2026-12-01 20:59:00 UTC = 23:59 in Moscow; a minute later the Moscow day is 2026-12-02.
@@ -103,6 +103,29 @@ def test_gate_holds_the_pool_and_spent_tenants_only(tmp_path: Path) -> None:
     assert g.pool_hold() is None  # a tenant's budget does not pause the pool
     g.spent(tokens=940, tenant="ops")
     assert g.pool_hold() is Hold.POOL_BUDGET and g.task_hold("ops") is Hold.POOL_BUDGET
+
+
+def test_gate_sees_its_own_spending_at_once_without_reading_the_file_again(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    budgets = Budgets(pool=1000, tenants={"sales": 50}, tenant_field="metadata.team")
+    g = SpendGate(files=files(tmp_path, clock), budgets=budgets, probe_s=5, refresh_s=3600, clock=lambda: 0.0)
+    assert g.pool_hold() is None  # the one read of the refresh interval
+    files(tmp_path, clock).add(tokens=950, tenant="ops")  # another worker of the host, unseen so far
+    assert g.pool_hold() is None
+    reads = 0
+    spent = g.files.spent
+
+    def counted() -> Spend:
+        nonlocal reads
+        reads += 1
+        return spent()
+
+    g.files.spent = counted  # type: ignore[method-assign]
+    g.spent(tokens=60, tenant="sales")  # the add reads the file once, under its lock
+    assert reads == 1
+    # What the add wrote (both workers' tokens) is the gate's view now, without another read.
+    assert g.pool_hold() is Hold.POOL_BUDGET and g.task_hold("sales") is Hold.POOL_BUDGET
+    assert reads == 1
 
 
 def test_gate_pauses_on_402_and_a_success_resumes(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""Objects someone else wrote, read on the real S3 server. The input object is read with a byte cap:
-one replaced by a larger one after its size check still costs at most INPUT_MAX_BYTES + 1 bytes of
-reading, and fails INPUT_TOO_LARGE. An unreadable object at an output key counts as absent."""
+"""Objects someone else wrote, read on the real S3 server. The input object is read with one GET and a
+byte cap: one stated too large is refused before any of its body is read, and one whose response
+states no size still costs at most INPUT_MAX_BYTES + 1 bytes of reading; both fail INPUT_TOO_LARGE.
+An unreadable object at an output key counts as absent."""
 
 from __future__ import annotations
 
@@ -22,11 +23,15 @@ BUCKET = "llm-input"
 
 
 class CountingResponse:
-    """The minio response, counting the bytes the storage reads from it."""
+    """The minio response, counting the bytes the storage reads from it; ``hide_size`` drops its
+    Content-Length, as a chunked response (or a proxy) would."""
 
-    def __init__(self, response: Any, counter: list[int]) -> None:
+    def __init__(self, response: Any, counter: list[int], *, hide_size: bool) -> None:
         self._response = response
         self._counter = counter
+        self.headers = {
+            k: v for k, v in response.headers.items() if k.lower() != "content-length" or not hide_size
+        }
 
     def read(self, amt: int | None = None) -> bytes:
         data: bytes = self._response.read(amt)
@@ -40,28 +45,27 @@ class CountingResponse:
         self._response.release_conn()
 
 
-class GrowingClient(Minio):
-    """A real client whose object grows between the size check and the read (another writer)."""
+class CountingClient(Minio):
+    """A real client that counts the requests and body bytes of the storage's reads."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.grow_to = 0
+        self.hide_size = False
         self.bytes_read = [0]
+        self.requests: list[str] = []
 
     def stat_object(self, bucket_name: str, object_name: str, *args: Any, **kwargs: Any) -> Any:
-        stat = super().stat_object(bucket_name, object_name, *args, **kwargs)
-        if self.grow_to:
-            data = b"b" * self.grow_to
-            self.put_object(bucket_name, object_name, io.BytesIO(data), len(data))
-        return stat
+        self.requests.append("HEAD")
+        return super().stat_object(bucket_name, object_name, *args, **kwargs)
 
     def get_object(self, bucket_name: str, object_name: str, *args: Any, **kwargs: Any) -> Any:
+        self.requests.append("GET")
         response = super().get_object(bucket_name, object_name, *args, **kwargs)
-        return CountingResponse(response, self.bytes_read)
+        return CountingResponse(response, self.bytes_read, hide_size=self.hide_size)
 
 
-def _client(stack: Stack) -> GrowingClient:
-    client = GrowingClient(
+def _client(stack: Stack) -> CountingClient:
+    client = CountingClient(
         stack.s3_endpoint,
         access_key=stack.s3_access_key,
         secret_key=stack.s3_secret_key,
@@ -76,12 +80,25 @@ def _put(client: Minio, key: str, size: int) -> ObjectRef:
     return ObjectRef(BUCKET, key)
 
 
-def test_an_object_that_grows_after_its_size_check_is_read_no_further_than_the_cap(
+def test_an_input_stated_too_large_is_refused_by_one_get_before_its_body_is_read(
     stack: Stack, unique_name: str
 ) -> None:
     client = _client(stack)
-    ref = _put(client, f"{unique_name}/grows.txt", 100)
-    client.grow_to = 8 * 1024 * 1024
+    ref = _put(client, f"{unique_name}/large.txt", 4 * CAP)
+    storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    client.requests.clear()
+    with pytest.raises(PermanentTaskError) as raised:
+        storage.read_input(ref)
+    assert raised.value.code == "INPUT_TOO_LARGE" and f"{4 * CAP} bytes" in str(raised.value)
+    assert client.requests == ["GET"] and client.bytes_read[0] == 0
+
+
+def test_an_input_whose_response_states_no_size_is_read_no_further_than_the_cap(
+    stack: Stack, unique_name: str
+) -> None:
+    client = _client(stack)
+    ref = _put(client, f"{unique_name}/unstated.txt", 8 * 1024 * 1024)
+    client.hide_size = True
     storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
     with pytest.raises(PermanentTaskError) as raised:
         storage.read_input(ref)
@@ -94,7 +111,9 @@ def test_objects_up_to_the_cap_are_read_whole(stack: Stack, unique_name: str, si
     client = _client(stack)
     ref = _put(client, f"{unique_name}/fits-{size}.txt", size)
     storage = Storage(client=client, max_input_bytes=CAP, on_health=lambda up: None)
+    client.requests.clear()
     assert storage.read_input(ref) == b"a" * size
+    assert client.requests == ["GET"]
 
 
 @pytest.mark.parametrize("data", [b"[" * 100_000, b"9" * 5000, b"\xff{}", b"[1, 2]"])
