@@ -7,7 +7,7 @@ emulator admitting ``limit`` concurrent calls with latency L; so what it measure
 cost: the ramp up, the hand-off of a freed place, the 429s. Throughput runs from the first call's
 start to the last call's end on the emulator::
 
-    python -m bench.account_direct [--limits 1,4,10] [--calls 200] [--latency 0.3]
+    python -m bench.account_direct [--limits 1,4,10] [--calls 200] [--latency 0.3] [--plot caps.png]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import requests
 
 from bench.account_calls import account_use
 from bench.account_limit import CHAT, MAX_CONCURRENCY, SLOTS, WORKERS, CapSampler
+from bench.account_plot import plot_caps
 from devstack.emulator import AUTH_KEY, Emulator
 from devstack.procs import free_port
 from llm_service.config import Settings
@@ -38,6 +40,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limits", default="1,4,10", help="emulator concurrency limits to measure")
     parser.add_argument("--calls", type=int, default=200, help="chat calls per limit, all processes")
     parser.add_argument("--latency", type=float, default=0.3, help="emulator latency per call, seconds")
+    parser.add_argument("--plot", type=Path, help="write the cap over time of each limit to this PNG")
     parser.add_argument("--child", nargs=3, metavar=("URL", "LIMITER_DIR", "CALLS"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -63,7 +66,7 @@ def _child(url: str, limiter_dir: str, calls: int) -> int:
             if n >= calls:
                 return
             client.chat(
-                task_id=f"direct-{n}",
+                task_id=f"direct-{os.getpid()}-{n}",
                 messages=[{"role": "user", "content": f"Item {n}"}],
                 model="GigaChat",
                 params={"max_tokens": 16},
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             emulator.stop()
     print(json.dumps({"goal": {"ratio": 0.9, "share_429": 0.02}, "runs": runs}, indent=2))
+    if args.plot:
+        plot_caps(runs, args.plot, "The host-wide call cap alone (2 processes x 16 threads of model calls)")
     return 0 if all(r["answered"] == args.calls and r["children_exit"] == [0] * WORKERS for r in runs) else 1
 
 
