@@ -104,12 +104,6 @@ class CapRules:
             return None
         return self.grown(record, now, step=max(1, record.cap // 4))
 
-    def next_admission(self, record: CapRecord, now: float) -> float | None:
-        """Seconds until :meth:`admitted` may grow the cap; None when it never will from this record."""
-        if record.ceiling or record.cap >= self.max_concurrency:
-            return None
-        return max(0.0, record.changed_at + self.admit_s - now)
-
     def refused(
         self, record: CapRecord, now: float, sent_at: float | None, in_flight: Callable[[], int]
     ) -> tuple[CapRecord, int]:

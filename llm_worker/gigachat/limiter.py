@@ -212,10 +212,16 @@ class ConcurrencyLimiter:
 
     def _grow_when_admitted(self, record: CapRecord, now: float) -> bool:
         """Slow start with every place taken: grow when the cap stood long enough without a 429."""
-        if self._rules.admitted(record, now) is None:
-            return False  # the common case: no file lock taken
+        return self._grow(self._rules.admitted, record, now)
+
+    def _grow(
+        self, rule: Callable[[CapRecord, float], CapRecord | None], record: CapRecord, now: float
+    ) -> bool:
+        """Apply a growth ``rule``: checked on ``record`` first, so the common "no" takes no file lock."""
+        if rule(record, now) is None:
+            return False
         with self._cap_update() as (old, later):
-            new = self._rules.admitted(old, later)
+            new = rule(old, later)
             if new is None:
                 return False
             self._write(new)
@@ -245,14 +251,7 @@ class ConcurrencyLimiter:
             if self._last.ceiling and self._successes < self._increase_after:
                 return
             self._successes = 0
-        if self._rules.grown(self._record(), self._clock()) is None:
-            return  # e.g. at the maximum: no file lock taken
-        with self._cap_update() as (old, now):
-            new = self._rules.grown(old, now)
-            if new is None:
-                return
-            self._write(new)
-        log.info("GigaChat host-wide call cap %d -> %d", old.cap, new.cap)
+        self._grow(self._rules.grown, self._record(), self._clock())
 
     def _in_flight(self) -> int:
         """Permits held host-wide now: ours, plus those another process holds (a lock probe fails)."""
