@@ -6,10 +6,11 @@ process of the host; the cap twice, so a torn read is told from a record).
 
 How the cap finds the account's limit (docs/gigachat-client.md, "Finding the account's limit"):
 
-* Slow start (no 429 seen yet, ``ceiling`` 0): +1 per successful call, and while callers wait with
-  every place taken, +a quarter (at least 1) per ``admit_s`` without a 429. A refused call is answered at
-  once, so a level that stood ``admit_s`` without a 429 was admitted: the cap opens up in a fraction
-  of a second even when each call takes seconds, instead of doubling once per call duration.
+* Slow start (no 429 seen yet, ``ceiling`` 0): while callers wait with every place taken, +a
+  quarter (at least 1) per ``admit_s`` without a 429. A refused call is answered at once, so a level
+  that stood ``admit_s`` without a 429 was admitted: the cap opens up in about 2 s even when each
+  call takes seconds (growing per success, it doubled once per call duration). Successes do not grow
+  it here: calls that end together would each add one and overshoot the account by as many.
 * On a 429: the ceiling becomes the calls in flight and the cap one below; each further 429 of the
   same burst (sent before that decrease, within ``decrease_window_s``) one lower again.
 * Below the ceiling: +1 per ``increase_after`` successes of a process (the limiter counts them); the

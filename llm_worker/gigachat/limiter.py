@@ -245,10 +245,16 @@ class ConcurrencyLimiter:
         self._successes = 0
 
     def on_success(self) -> None:
-        """A call succeeded: grow the cap (cap.py says how fast)."""
+        """A call succeeded: below a learnt ceiling, each ``increase_after`` successes may add one.
+
+        Not in slow start: calls that end together would each add one at once and overshoot the
+        account by as many (TCP's slow start); there the cap grows by waiting (cap.py).
+        """
         with self._cap_lock:
+            if not self._last.ceiling:
+                return
             self._successes += 1
-            if self._last.ceiling and self._successes < self._increase_after:
+            if self._successes < self._increase_after:
                 return
             self._successes = 0
         self._grow(self._rules.grown, self._record(), self._clock())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llm_service.errors import TransientTaskError
-from llm_worker.gigachat.cap import CapRecord
+from llm_worker.gigachat.cap import NEVER, CapRecord
 from llm_worker.gigachat.limiter import ConcurrencyLimiter, default_directory, read_cap
 from tests.gigachat_client.fakes import FakeClock, make_settings
 
@@ -23,7 +23,9 @@ def limiter(
 ) -> ConcurrencyLimiter:
     """A limiter in ``directory``; unless ``cold``, past slow start (its cap at ``max_concurrency``)."""
     clock = clock or FakeClock()
-    lim = ConcurrencyLimiter(
+    if not cold and not (directory / "cap").exists():
+        (directory / "cap").write_bytes(CapRecord(max_concurrency, NEVER, 0, clock()).encode())
+    return ConcurrencyLimiter(
         directory=directory,
         max_concurrency=max_concurrency,
         increase_after=3,
@@ -31,19 +33,16 @@ def limiter(
         clock=clock,
         sleep=clock.sleep,
     )
-    while not cold and lim.cap < max_concurrency:
-        lim.on_success()
-    return lim
 
 
-def test_slow_start_from_one_grows_by_one_per_success_up_to_max(tmp_path: Path) -> None:
+def test_slow_start_begins_at_one_and_successes_alone_do_not_grow_it(tmp_path: Path) -> None:
+    # Calls that end together would each add one at once, overshooting the account by as many
+    # (TCP's slow start): growth in slow start comes from waiting, one step per ADMIT_S.
     lim = limiter(tmp_path, 4, cold=True)
     assert lim.cap == 1  # a new account: one call until it proves more are fine
-    caps = []
     for _ in range(5):
         lim.on_success()
-        caps.append(lim.cap)
-    assert caps == [2, 3, 4, 4, 4]
+    assert lim.cap == 1
 
 
 def test_a_429_caps_one_below_the_calls_in_flight_and_each_refusal_of_the_burst_one_more(
@@ -270,8 +269,8 @@ def test_slow_start_opens_up_while_every_place_is_taken_without_any_call_ending(
     for _ in range(20):
         held.append(lim.acquire(deadline=clock() + 5))  # the fake sleep moves the clock while it waits
         caps.append(lim.cap)
-    assert caps[:9] == [1, 2, 3, 4, 5, 6, 7, 8, 10]  # +1 per 0.1 s, then +cap // 4
-    assert clock.now - 1000.0 < 1.5  # 20 calls in flight after ~1.2 s of the fake clock, no success
+    assert caps == [1, 2, 3, 4, 5, 6, 7, 8, 10, 10, 12, 12, 15, 15, 15, 18, 18, 18, 22, 22]  # +1, then +1/4
+    assert clock.now - 1000.0 < 2.0  # 20 calls in flight after ~1.3 s of the fake clock, no success
     while lim.cap < 64:
         lim.acquire(deadline=clock() + 5)
     assert lim.cap == 64
