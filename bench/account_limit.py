@@ -5,13 +5,15 @@ after L seconds, so the account cannot do better than limit / L calls per second
 processes with 16 task slots each and GIGACHAT_MAX_CONCURRENCY=32 work through N tasks; the limiter
 (llm_worker/gigachat/limiter.py) has to find the limit on its own. For each limit this prints the
 throughput (first RECEIVED to last COMPLETED), its ratio to the account's rate, the share of chat
-calls answered 429 (from the emulator's call log), and the cap over time (sampled from the limiter's
-``cap`` file every 0.25 s). Goal (issue 11 item 5): ratio >= 0.9 with <= 2 % of calls answered 429.
+calls answered 429 (from the emulator's call log), how busy the account was and how fast a freed place
+was taken again (bench/account_calls.py), and the cap over time (sampled from the limiter's ``cap`` file
+every 0.25 s; ``--plot`` draws it). Goal (issue 11 item 5): ratio >= 0.9 with <= 2 % of calls answered
+429. bench/account_direct.py measures the cap without the rest of the pipeline.
 
 Runs a private stack (Kafka, S3 server, emulator) on free ports in a temporary folder, stops it at the
 end::
 
-    python bench/account_limit.py [--limits 1,4,10] [--tasks 200] [--latency 0.3]
+    python bench/account_limit.py [--limits 1,4,10] [--tasks 200] [--latency 0.3] [--plot caps.png]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import requests
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from bench.account_calls import account_use
+from bench.account_plot import plot_caps
 from devstack.paths import cache_dir
 from devstack.stack import Stack, StackPorts
 from llm_worker.gigachat.limiter import read_cap
@@ -50,6 +54,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.3, help="emulator latency per call, seconds")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--plot", type=Path, help="write the cap over time of each limit to this PNG")
     return parser.parse_args()
 
 
@@ -121,12 +126,16 @@ class CapSampler(threading.Thread):
         start = time.monotonic()
         self.started_wall = time.time()
         while not self.stop.wait(0.25):
-            for directory in self.limiter_dir.glob("*"):
-                record = read_cap(directory)
-                if record is not None and (
-                    not self.samples or self.samples[-1][1:] != (record.cap, record.ceiling)
-                ):
-                    self.samples.append((round(time.monotonic() - start, 2), record.cap, record.ceiling))
+            self._sample(start, only_changes=True)
+        self._sample(start, only_changes=False)  # where it ended, for the plot
+
+    def _sample(self, start: float, *, only_changes: bool) -> None:
+        for directory in self.limiter_dir.glob("*"):
+            record = read_cap(directory)
+            if record is None:
+                continue
+            if not only_changes or not self.samples or self.samples[-1][1:] != (record.cap, record.ceiling):
+                self.samples.append((round(time.monotonic() - start, 2), record.cap, record.ceiling))
 
 
 def _measure(stack: Stack, args: argparse.Namespace, workdir: Path, limit: int) -> dict[str, Any]:
@@ -173,15 +182,16 @@ def _measure(stack: Stack, args: argparse.Namespace, workdir: Path, limit: int) 
 
 def _steady(args: argparse.Namespace, limit: int, events: list[dict[str, Any]], sampler: CapSampler) -> Any:
     """Throughput after the cap's last change (the search over), against the account's rate."""
-    if not sampler.samples:
+    changes = [s for i, s in enumerate(sampler.samples) if i == 0 or s[1:] != sampler.samples[i - 1][1:]]
+    if not changes:
         return None
-    settled = sampler.started_wall + sampler.samples[-1][0]
+    settled = sampler.started_wall + changes[-1][0]
     done = sorted(_ts(e) for e in events if e["status"] == 3 and _ts(e) > settled)
     if len(done) < 2:
         return None
     rate = (len(done) - 1) / (done[-1] - done[0])
     return {
-        "from_s": sampler.samples[-1][0],
+        "from_s": changes[-1][0],
         "tasks": len(done),
         "ratio": round(rate / (limit / args.latency), 3),
     }
@@ -214,6 +224,7 @@ def _summary(
         "chat_calls": len(chat_calls),
         "answered_429": refused,
         "share_429": round(refused / max(1, len(chat_calls)), 4),
+        **account_use(chat_calls, limit),
         "cap_over_time": [{"t_s": t, "cap": cap, "ceiling": ceiling} for t, cap, ceiling in caps],
     }
 
@@ -231,6 +242,8 @@ def main() -> int:
         finally:
             stack.down()
     print(json.dumps({"goal": {"ratio": 0.9, "share_429": 0.02}, "runs": results}, indent=2))
+    if args.plot:
+        plot_caps(results, args.plot, "llm-service: the host-wide call cap finding the account's limit")
     return 0 if all(r["failed"] == 0 and r["completed"] == args.tasks for r in results) else 1
 
 

@@ -263,7 +263,7 @@ class Settings:
     )
     gigachat_limiter_dir: str = setting(
         "",
-        "Lock-file directory of the host-wide GigaChat call limiter (empty: runtime dir or /tmp, per user)",
+        "Directory of the GigaChat call limiter and spending books (empty: state dir, runtime dir or /tmp)",
     )
 
     # Token budgets and the account's money (docs/gigachat-client.md, "Budgets and payment")

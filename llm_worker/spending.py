@@ -18,7 +18,8 @@ wait in line for the disk (64 threads adding at once: 8-11 ms per add, so ~100 a
 second for the whole host; 0.8-1.1 ms per add without the flush). A worker
 killed by any signal loses nothing by that (the page cache is the kernel's); only a host crash can
 lose the last counts, or leave the file empty so that the day counts from zero, as a reboot does
-anyway when the limiter directory is in the runtime directory (a tmpfs).
+anyway when the limiter directory is in a tmpfs (under systemd it is in the state directory,
+llm_worker/gigachat/limiter.py, default_directory).
 """
 
 from __future__ import annotations

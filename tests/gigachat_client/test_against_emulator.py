@@ -7,6 +7,8 @@ emulator is a required component: if it cannot start, these tests fail rather th
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -322,3 +324,22 @@ def test_the_cap_settles_at_or_below_the_accounts_limit_with_few_429s(
     assert record is not None and record.cap <= 3 and record.ceiling in (4, 5)  # learnt: 4 is refused
     assert statuses.count(429) <= 6  # the slow start's overshoot, not one every few calls
     print(f"\ncap vs 3-stream account: {statuses.count(429)} x 429 for 64 calls, cap {record}")
+
+
+def test_long_calls_open_the_cap_before_any_call_has_ended(emulator: Emulator, tmp_path: Path) -> None:
+    # Two real processes of 16 threads (bench/account_direct.py's caller), calls of 10 s, an account
+    # without a limit. Growing only on successes, the cap would let 2 calls start before the first
+    # one ended; growing while every place is taken and no 429 comes, all 16 are in flight together.
+    emulator.control("config", {"latency": 10})
+    argv = [sys.executable, "-m", "bench.account_direct", "--child", emulator.base, str(tmp_path / "limiter")]
+    children = [subprocess.Popen([*argv, "8"], cwd=Path(__file__).parents[2]) for _ in range(2)]
+    codes = [child.wait(timeout=120) for child in children]
+
+    calls = emulator.calls(CHAT_PATH)
+    starts = sorted(c["ts"] - c["duration_ms"] / 1000 for c in calls)
+    first_end = min(c["ts"] for c in calls)
+    assert codes == [0, 0]
+    assert [c["status"] for c in calls] == [200] * 16  # and not one 429
+    assert starts[-1] < first_end
+    record = read_cap(next((tmp_path / "limiter").iterdir()))  # the account's directory in it
+    assert record is not None and record.cap >= 16 and record.ceiling == 0
