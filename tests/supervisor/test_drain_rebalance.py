@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaProducer
 
 from devstack.stack import Stack
+from tests.kafka_groups import group_rows
 from tests.supervisor.conftest import StartSupervisor
 from tests.supervisor.harness import Supervisor
 from tests.supervisor.test_process_real_worker import assert_all_completed, submit
@@ -27,27 +28,9 @@ pytestmark = pytest.mark.stack
 
 def group_settled(stack: Stack, group: str, members: int) -> bool:
     """The broker says: the group is Stable and each of ``members`` members owns a partition."""
-    state = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-        "--state",
-    ).stdout
-    if not any(line.startswith(group) and "Stable" in line.split() for line in state.splitlines()):
+    if not any("Stable" in row for row in group_rows(stack, group, "--state")):
         return False
-    out = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-        "--members",
-    ).stdout
-    owned = [line.split()[-1] for line in out.splitlines() if line.startswith(group)]
+    owned = [row[-1] for row in group_rows(stack, group, "--members")]
     return len(owned) == members and all(n.isdigit() and int(n) > 0 for n in owned)
 
 

@@ -19,6 +19,7 @@ import pytest
 from kafka import KafkaProducer
 
 from devstack.stack import Stack
+from tests.kafka_groups import group_rows
 from tests.supervisor.conftest import StartSupervisor
 from tests.supervisor.harness import CONTRACT_WORKER_FIELDS, Supervisor
 from tests.waiting import wait_until
@@ -47,16 +48,7 @@ def started_by(status_log: StatusLog, worker_id: str) -> bool:
 
 
 def members(stack: Stack, group: str) -> int:
-    out = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-        "--members",
-    ).stdout
-    return sum(1 for line in out.splitlines() if line.startswith(group))
+    return len(group_rows(stack, group, "--members"))
 
 
 def test_kill_9_under_load_heals_fast_and_loses_nothing(
