@@ -71,6 +71,17 @@ class Supervisor:
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def llmctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed ``llmctl ARGS --socket <ours>``, output as text; the caller judges the exit code."""
+        return subprocess.run(
+            ["llmctl", *args, "--socket", self.socket],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
+            check=False,
+        )
+
     def ask(self, cmd: str, **args: Any) -> dict[str, Any]:
         return request(self.socket, cmd, **args)
 

@@ -151,24 +151,11 @@ def test_one_group_member_per_worker_following_scale(
     sup = start_real()
     sup.running(2, timeout=60)
     wait_until(lambda: members(stack, names.group) == 2, timeout=30, what="2 members")
-    scale = subprocess.run(
-        ["llmctl", "scale", "4", "--socket", sup.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=sup.env,
-        check=False,
-    )
+    scale = sup.llmctl("scale", "4")
     assert scale.returncode == 0, scale.stderr
     sup.running(4, timeout=60)
     wait_until(lambda: members(stack, names.group) == 4, timeout=30, what="4 members")
-    subprocess.run(
-        ["llmctl", "scale", "2", "--socket", sup.socket],
-        check=True,
-        timeout=30,
-        env=sup.env,
-        capture_output=True,
-    )
+    assert sup.llmctl("scale", "2").returncode == 0
     sup.running(2, timeout=60)
     # Well inside the 10 s session timeout: a retired slot leaves the group instead of idling there.
     wait_until(lambda: members(stack, names.group) == 2, timeout=6, what="2 members again")
@@ -177,15 +164,9 @@ def test_one_group_member_per_worker_following_scale(
 def test_llmctl_status_lists_every_worker_with_the_contract_fields(start_real: StartSupervisor) -> None:
     sup = start_real()
     sup.running(2, timeout=60)
-    out = subprocess.run(
-        ["llmctl", "status", "--socket", sup.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=sup.env,
-        check=True,
-    ).stdout
-    reply = json.loads(out)  # not a TTY: JSON
+    done = sup.llmctl("status")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)  # not a TTY: JSON
     assert len(reply["workers"]) == 2 and all(w.keys() >= CONTRACT_WORKER_FIELDS for w in reply["workers"])
     assert all(w["conn"]["kafka"] == "UP" for w in reply["workers"])
     assert reply["config"]["MINIO_SECRET_KEY"] == "***"

@@ -23,7 +23,7 @@ from llm_service.clients import SASL_HINT
 from llm_service.config import load_settings
 from llmctl.api import TaskClient
 from tests.waiting import wait_until
-from tests.worker.harness import Names, WorkerProcess, worker_env
+from tests.worker.harness import Names, WorkerProcess, run_llmctl, worker_env
 
 USER, PASSWORD = "llm-svc", "sasl-test-password"
 
@@ -63,17 +63,6 @@ def sasl_env(
     )
 
 
-def _llmctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str], tmp_path: Path) -> None:
     worker = WorkerProcess(env=sasl_env, log_path=tmp_path / "worker.log")
     try:
@@ -85,11 +74,11 @@ def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str],
             assert final.ok, final.event
             body = client.result(final)
             assert body is not None and body["content"]
-        stats = _llmctl(sasl_env, "stats", "--since", "1h", "--json")
+        stats = run_llmctl(sasl_env, "stats", "--since", "1h", "--json")
         assert stats.returncode == 0, stats.stderr
         figures = json.loads(stats.stdout)
         assert figures["tasks"] == 1 and figures["by_status"]["COMPLETED"] == 1
-        audit = _llmctl(sasl_env, "audit", "--since", "1h")
+        audit = run_llmctl(sasl_env, "audit", "--since", "1h")
         assert audit.returncode == 0, audit.stdout + audit.stderr
         wait_until(lambda: _lag(sasl_env)["lag_messages"] == 0, timeout=60, what="group committed the task")
         probe = subprocess.run(
@@ -106,7 +95,7 @@ def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str],
 
 
 def _lag(env: dict[str, str]) -> dict[str, object]:
-    lag = _llmctl(env, "lag", "--json")
+    lag = run_llmctl(env, "lag", "--json")
     assert lag.returncode == 0, lag.stderr
     result: dict[str, object] = json.loads(lag.stdout)
     return result
@@ -123,6 +112,6 @@ def test_a_wrong_password_fails_with_a_clear_error(sasl_env: dict[str, str], tmp
     assert "wrong-password" not in log
     assert "Bootstrap failed" in log or "Failed to initialize interface" in log, log[-2000:]
     assert SASL_HINT in log, log[-2000:]
-    lag = _llmctl(env, "lag")
+    lag = run_llmctl(env, "lag")
     assert lag.returncode == 2 and SASL_HINT in lag.stderr, lag.stderr
     assert "wrong-password" not in lag.stderr
