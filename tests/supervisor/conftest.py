@@ -26,7 +26,7 @@ def start_real(service_env: dict[str, str], names: Names, tmp_path: Path) -> Ite
     """Start ``llm-supervisor`` with the real worker against the stack; TERM then KILL in teardown."""
     started: list[Supervisor] = []
 
-    def start(env_file: Path | None = None, **overrides: str) -> Supervisor:
+    def start(env_file: Path | None = None, env_text: str | None = None, **overrides: str) -> Supervisor:
         env = worker_env(
             service_env,
             names,
@@ -42,7 +42,12 @@ def start_real(service_env: dict[str, str], names: Names, tmp_path: Path) -> Ite
         )
         env.update(overrides)
         sup = Supervisor(
-            env=env, tmp_path=tmp_path, fake=False, env_file=env_file, name=f"real{len(started)}"
+            env=env,
+            tmp_path=tmp_path,
+            fake=False,
+            env_file=env_file,
+            env_text=env_text,
+            name=f"real{len(started)}",
         )
         started.append(sup)
         return sup

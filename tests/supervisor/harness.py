@@ -47,8 +47,13 @@ class Supervisor:
         tmp_path: Path,
         fake: bool = True,
         env_file: Path | None = None,
+        env_text: str | None = None,
         name: str = "supervisor",
     ) -> None:
+        if env_text is not None:  # the --env-file, written for this supervisor
+            env_file = tmp_path / f"{name}.env"
+            env_file.write_text(env_text)
+        self.env_file = env_file
         self.socket = str(tmp_path / f"{name}.sock")
         self.log_path = tmp_path / f"{name}.log"
         self.env = {**env, "SUPERVISOR_SOCKET": self.socket, "PYTHONPATH": str(REPO)}
@@ -67,6 +72,11 @@ class Supervisor:
             start_new_session=True,
             cwd=tmp_path,
         )
+
+    def rewrite_env(self, text: str) -> None:
+        """Replace the contents of the --env-file it was started with (before a reload)."""
+        assert self.env_file is not None, "started without an env file"
+        self.env_file.write_text(text)
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

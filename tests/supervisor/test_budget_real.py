@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,11 +87,9 @@ def wait_stalled(sup: Supervisor, status_log: StatusLog, ids: list[str]) -> int:
 
 
 def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
-    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog, tmp_path: Path
+    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog
 ) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("GIGACHAT_TOKEN_BUDGET_DAILY=300\n")
-    sup = start_real(env_file=env_file)
+    sup = start_real(env_text="GIGACHAT_TOKEN_BUDGET_DAILY=300\n")
     sup.running(2, timeout=60)
     ids = submit(producer, names, "pool", 40)
     wait_until(lambda: "token_budget_exhausted" in alerts(sup), timeout=90, what="the budget alert")
@@ -104,13 +101,13 @@ def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
 
     # The books outlive the whole pool: a new supervisor (new workers) on the same day still waits.
     assert sup.stop() == 0
-    sup = start_real(env_file=env_file)
+    sup = start_real(env_file=sup.env_file)
     sup.running(2, timeout=60)
     wait_until(lambda: "token_budget_exhausted" in alerts(sup), timeout=60, what="the alert after a restart")
     assert budget(sup)["pool"]["spent"] == spent["pool"]["spent"]
     assert wait_stalled(sup, status_log, ids) == done
 
-    env_file.write_text("GIGACHAT_TOKEN_BUDGET_DAILY=10000000\n")
+    sup.rewrite_env("GIGACHAT_TOKEN_BUDGET_DAILY=10000000\n")
     sup.signal(signal.SIGHUP)
     done_all = status_log.wait_finals(ids, timeout=180)
     assert all(e["status"] == COMPLETED for events in done_all.values() for e in events)
@@ -119,11 +116,11 @@ def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
 
 
 def test_a_spent_tenant_waits_while_another_tenants_tasks_on_the_same_partition_finish(
-    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog, tmp_path: Path
+    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog
 ) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=150,ops=10000000\n")
-    sup = start_real(env_file=env_file)
+    sup = start_real(
+        env_text="TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=150,ops=10000000\n"
+    )
     sup.running(2, timeout=60)
     # One key: every task on one partition, sales first, so a blocking design would stall ops.
     sales = submit(producer, names, "sales", 30, team="sales", key="one")
@@ -138,7 +135,7 @@ def test_a_spent_tenant_waits_while_another_tenants_tasks_on_the_same_partition_
     assert tenants["sales"]["remaining"] == 0 and tenants["ops"]["remaining"] > 0
     assert budget(sup)["intake_paused_reason"] is None  # the pool keeps taking tasks
 
-    env_file.write_text("TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=10000000\n")
+    sup.rewrite_env("TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=10000000\n")
     sup.signal(signal.SIGHUP)
     done_all = status_log.wait_finals(sales, timeout=180)
     assert all(e["status"] == COMPLETED for events in done_all.values() for e in events)

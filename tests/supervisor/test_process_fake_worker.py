@@ -50,9 +50,9 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 def start(tmp_path: Path, base_env: dict[str, str]) -> Iterator[Start]:
     started: list[Supervisor] = []
 
-    def run(env_file: Path | None = None, **env: str) -> Supervisor:
+    def run(env_text: str | None = None, **env: str) -> Supervisor:
         sup = Supervisor(
-            env={**base_env, **env}, tmp_path=tmp_path, env_file=env_file, name=f"sup{len(started)}"
+            env={**base_env, **env}, tmp_path=tmp_path, env_text=env_text, name=f"sup{len(started)}"
         )
         started.append(sup)
         return sup
@@ -131,12 +131,10 @@ def test_second_sigterm_forces(start: Start) -> None:
     assert "forcing the stop (step 2 of 2)" in sup.log_text()
 
 
-def test_broken_env_on_sighup_keeps_the_old_config(start: Start, tmp_path: Path) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=4\n")
-    sup = start(env_file=env_file)
+def test_broken_env_on_sighup_keeps_the_old_config(start: Start) -> None:
+    sup = start(env_text="WORKER_MAX_CONCURRENT_TASKS=4\n")
     pids = {w["pid"] for w in sup.running(2)}
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=lots\n")
+    sup.rewrite_env("WORKER_MAX_CONCURRENT_TASKS=lots\n")
     sup.signal(signal.SIGHUP)
     wait_until(lambda: "rejected" in sup.log_text(), timeout=5, what="the reload's verdict")
     lines = [line for line in sup.log_text().splitlines() if "Reload" in line]
@@ -148,12 +146,10 @@ def test_broken_env_on_sighup_keeps_the_old_config(start: Start, tmp_path: Path)
     )
 
 
-def test_good_sighup_replaces_workers_one_at_a_time(start: Start, tmp_path: Path) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=4\n")
-    sup = start(env_file=env_file)
+def test_good_sighup_replaces_workers_one_at_a_time(start: Start) -> None:
+    sup = start(env_text="WORKER_MAX_CONCURRENT_TASKS=4\n")
     old = {w["pid"] for w in sup.running(2)}
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=6\n")
+    sup.rewrite_env("WORKER_MAX_CONCURRENT_TASKS=6\n")
     sup.signal(signal.SIGHUP)
     most_out = 0
 
