@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Stack
+from llm_service.status_table import StatusTable
 from tests.supervisor.harness import Supervisor
 from tests.worker.harness import Names, create_topics, worker_env
 
@@ -19,6 +20,14 @@ def names(stack: Stack, unique_name: str) -> Names:
     created = Names.fresh(unique_name)
     create_topics(stack, created, partitions=4)
     return created
+
+
+@pytest.fixture
+def table() -> Iterator[StatusTable]:
+    """A four-slot status table in shared memory for the pool's tests, closed after the test."""
+    created = StatusTable.create(4)
+    yield created
+    created.close()
 
 
 @pytest.fixture
