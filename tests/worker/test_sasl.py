@@ -18,12 +18,11 @@ import pytest
 from devstack.broker import KafkaBroker
 from devstack.paths import cache_dir
 from devstack.procs import free_port
-from devstack.stack import Stack
 from llm_service.clients import SASL_HINT
 from llm_service.config import load_settings
 from llmctl.api import TaskClient
 from tests.waiting import wait_until
-from tests.worker.harness import Names, WorkerProcess, run_llmctl, worker_env
+from tests.worker.harness import Names, WorkerProcess, run_llmctl, running, worker_env
 
 USER, PASSWORD = "llm-svc", "sasl-test-password"
 
@@ -38,16 +37,13 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroke
         sasl_port=free_port(),
         sasl_users={USER: PASSWORD, "admin": "admin-password"},
     )
-    try:
-        broker.start()
+    with running(broker):
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
 def sasl_env(
-    stack: Stack, sasl_broker: KafkaBroker, service_env: dict[str, str], unique_name: str, tmp_path: Path
+    sasl_broker: KafkaBroker, service_env: dict[str, str], unique_name: str, tmp_path: Path
 ) -> dict[str, str]:
     names = Names.fresh(unique_name)
     sasl_broker.create_topics({names.tasks: 2, names.status: 2, names.dlq: 1})
