@@ -61,6 +61,7 @@ def setting(default: Any, help: str, *, reload: Reload, check: Check | None = No
 
 
 def reload_scope(f: dataclasses.Field[Any]) -> Reload:
+    """The ``reload=`` a field of Settings was declared with."""
     scope: Reload = f.metadata["reload"]
     return scope
 
