@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from devstack.stack import Stack
 from llm_service.status_table import StatusTable
 from tests.supervisor.harness import Supervisor
-from tests.worker.harness import Names, create_topics, worker_env
+from tests.worker.harness import Names, create_topics, task_bytes, worker_env
 
 StartSupervisor = Callable[..., Supervisor]
+SendTasks = Callable[..., list[str]]
 
 
 @pytest.fixture
@@ -20,6 +23,23 @@ def names(stack: Stack, unique_name: str) -> Names:
     created = Names.fresh(unique_name)
     create_topics(stack, created, partitions=4)
     return created
+
+
+@pytest.fixture
+def send_tasks(producer: KafkaProducer, names: Names) -> SendTasks:
+    """``send_tasks(prefix, n, *, key="", **fields)`` sends tasks ``{prefix}-0`` .. ``{prefix}-{n-1}``
+    (prompt ``say <id>`` unless ``fields`` give one) to the test's tasks topic, flushed; returns
+    their ids. Each is keyed by its id, or all by ``key`` (one partition)."""
+
+    def send_n(prefix: str, n: int, *, key: str = "", **fields: Any) -> list[str]:
+        ids = [f"{prefix}-{i}" for i in range(n)]
+        for task_id in ids:
+            value = task_bytes(task_id, **{"prompt": f"say {task_id}", **fields})
+            producer.send(names.tasks, key=(key or task_id).encode(), value=value)
+        producer.flush(timeout=30)
+        return ids
+
+    return send_n
 
 
 @pytest.fixture

@@ -13,13 +13,12 @@ import signal
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from devstack.stack import Stack
 from tests.kafka_groups import group_rows
-from tests.supervisor.conftest import StartSupervisor
+from tests.supervisor.conftest import SendTasks, StartSupervisor
 from tests.supervisor.harness import Supervisor
-from tests.supervisor.test_process_real_worker import assert_all_completed, submit
+from tests.supervisor.test_process_real_worker import assert_all_completed
 from tests.waiting import wait_until
 from tests.worker.harness import EmulatorControl, Names, StatusLog
 
@@ -54,7 +53,7 @@ def assert_nothing_started(sup: Supervisor, status_log: StatusLog) -> None:
 def test_partitions_assigned_while_drained_start_paused(
     *,
     start_real: StartSupervisor,
-    producer: KafkaProducer,
+    send_tasks: SendTasks,
     names: Names,
     status_log: StatusLog,
     emulator: EmulatorControl,
@@ -70,7 +69,7 @@ def test_partitions_assigned_while_drained_start_paused(
         timeout=30,
         what="worker 0 PAUSED",
     )
-    ids = submit(producer, names, "drained", 30)
+    ids = send_tasks("drained", 30)
 
     assert sup.ask("scale", n=2)["ok"]
     # State, not time: the new worker logged its partitions, the broker shows a Stable group with
