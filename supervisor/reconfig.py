@@ -25,17 +25,12 @@ def _declared(*scopes: Reload) -> frozenset[str]:
 # Derived from each setting's ``reload=`` declaration in llm_service/config.py.
 SUPERVISOR_ONLY = _declared(Reload.IN_PLACE, Reload.AT_RESTART)
 FIXED_AT_START = _declared(Reload.AT_RESTART)
-LOGGING = frozenset({"log_format", "log_level", "log_file"})
 REFUSED_ON_RELOAD = _declared(Reload.REFUSED)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Change:
     changed: tuple[str, ...]  # env names
-
-    @property
-    def any(self) -> bool:
-        return bool(self.changed)
 
     @property
     def needs_rolling_restart(self) -> bool:
@@ -49,10 +44,6 @@ class Change:
     def refused(self) -> tuple[str, ...]:
         """Changes a reload must not make (REFUSED_ON_RELOAD); the supervisor needs a restart."""
         return tuple(n for n in self.changed if n.lower() in REFUSED_ON_RELOAD)
-
-    @property
-    def logging(self) -> bool:
-        return any(n.lower() in LOGGING for n in self.changed)
 
 
 def compare(old: Settings, new: Settings) -> Change:
