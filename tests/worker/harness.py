@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import requests
 from kafka import KafkaConsumer, KafkaProducer
@@ -230,25 +230,6 @@ class EmulatorControl:
         for model in self._models_out:
             requests.post(f"{self.url}/_emulator/outage", json={"seconds": 0, "model": model}, timeout=10)
         requests.post(f"{self.url}/_emulator/config", json=self._saved, timeout=10).raise_for_status()
-
-
-class _Server(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-ServerT = TypeVar("ServerT", bound=_Server)
-
-
-@contextlib.contextmanager
-def running(server: ServerT) -> Iterator[ServerT]:
-    """A test module's private server (a TLS S3, a SASL broker): started, stopped however the tests end."""
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 def run_llmctl(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

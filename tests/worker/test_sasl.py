@@ -22,7 +22,7 @@ from llm_service.clients import SASL_HINT
 from llm_service.config import load_settings
 from llmctl.api import TaskClient
 from tests.waiting import wait_until
-from tests.worker.harness import Names, WorkerProcess, run_llmctl, running, worker_env
+from tests.worker.harness import Names, WorkerProcess, run_llmctl, worker_env
 
 USER, PASSWORD = "llm-svc", "sasl-test-password"
 
@@ -37,8 +37,11 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroke
         sasl_port=free_port(),
         sasl_users={USER: PASSWORD, "admin": "admin-password"},
     )
-    with running(broker):
+    try:
+        broker.start()
         yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture
