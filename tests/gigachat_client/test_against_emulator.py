@@ -26,6 +26,7 @@ from llm_service.log_lines import BREAKER_OPEN
 from llm_service.status_table import Breaker
 from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
 from llm_worker.gigachat.limiter import read_cap
+from tests.gigachat_client.fakes import make_settings
 
 OAUTH_PATH = "/api/v2/oauth"
 CHAT_PATH = "/api/v1/chat/completions"
@@ -81,17 +82,16 @@ def emulator(emulator_process: Emulator) -> Emulator:
 
 
 def settings_for(emulator: Emulator, tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
+    """The fakes' settings aimed at the emulator, with a short timeout and short backoffs."""
+    at_emulator: dict[str, Any] = {
         "gigachat_auth_url": f"{emulator.base}{OAUTH_PATH}",
         "gigachat_api_url": f"{emulator.base}/api/v1",
-        "gigachat_auth_key": AUTH_KEY,
+        "gigachat_auth_key": AUTH_KEY,  # the emulator's, not the fakes' secret
         "gigachat_timeout_s": 5.0,
         "gigachat_backoff_base_s": 0.05,
         "gigachat_backoff_max_s": 0.5,
-        "gigachat_limiter_dir": str(tmp_path / "limiter"),
     }
-    values.update(overrides)
-    return Settings(**values)
+    return make_settings(tmp_path, **(at_emulator | overrides))
 
 
 def chats_from_threads(
