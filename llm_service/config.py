@@ -28,7 +28,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from llm_service.errors import ConfigError
-from llm_service.model_settings import check_context_lengths, check_fallback_models
+from llm_service.model_settings import parse_context_lengths, parse_fallback_models
 
 SECRET_MASK = "***"
 _SECRET_SUFFIXES = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
@@ -85,6 +85,19 @@ def port(value: int) -> str | None:
 def one_of(*allowed: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+    return check
+
+
+def parses(parse: Callable[[str], object]) -> Check:
+    """A check that the value parses; ``parse`` raises ValueError saying why not."""
+
+    def check(value: str) -> str | None:
+        try:
+            parse(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     return check
 
@@ -329,13 +342,13 @@ class Settings:
         "",
         "Fallback chains on 429/503/open breaker: MODEL=NEXT[,NEXT...];MODEL2=... (empty: none)",
         reload=Reload.ROLLING,
-        check=check_fallback_models,
+        check=parses(parse_fallback_models),
     )
     gigachat_context_lengths: str = setting(
         "",
         "Context length per model in tokens, MODEL=TOKENS,... over the defaults in docs/gigachat-client.md",
         reload=Reload.ROLLING,
-        check=check_context_lengths,
+        check=parses(parse_context_lengths),
     )
     gigachat_limiter_dir: str = setting(
         "",
