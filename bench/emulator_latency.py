@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,20 @@ def concurrent_round(base: str, token: str, concurrency: int) -> list[float]:
             with lock:
                 results.append(elapsed)
 
+    _burst(worker, concurrency, barrier)
+    if errors or len(results) != concurrency:
+        raise RuntimeError(f"{len(errors)} of {concurrency} calls failed: {errors[:3]!r}")
+    return results
+
+
+def _burst(worker: Callable[[], None], concurrency: int, barrier: threading.Barrier) -> None:
+    """Run ``worker`` in ``concurrency`` threads that ``barrier`` releases together; wait for them."""
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     barrier.wait()
     for thread in threads:
         thread.join(timeout=CALL_TIMEOUT_S)
-    if errors or len(results) != concurrency:
-        raise RuntimeError(f"{len(errors)} of {concurrency} calls failed: {errors[:3]!r}")
-    return results
 
 
 def raw_socket_round(port: int, token: str, concurrency: int) -> list[float]:
@@ -118,12 +124,7 @@ def raw_socket_round(port: int, token: str, concurrency: int) -> list[float]:
                 received += chunk
             results.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    for thread in threads:
-        thread.join(timeout=CALL_TIMEOUT_S)
+    _burst(worker, concurrency, barrier)
     if len(results) != concurrency:
         raise RuntimeError(f"{concurrency - len(results)} raw calls failed")
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ SERVICE_1 = "llm-service, 1 worker"
 SERVICE_2 = "llm-service, 2 workers"
 THREAD_POOL = "thread-pool loop"
 ONE_AT_A_TIME = "one-at-a-time loop"
+Draw = Callable[[Any, float, dict[str, list[dict[str, Any]]]], None]  # (axes, L, runs by system)
 KINDS = ("supervisor", "worker", "peer", "broker", "s3", "emulator")
 
 GOAL_RATIO = 0.95
@@ -107,14 +109,8 @@ def _by_latency(document: dict[str, Any]) -> list[float]:
 
 
 def _plot_throughput(document: dict[str, Any], path: Path) -> Path:
-    latencies = _by_latency(document)
-    fig, axes = plt.subplots(1, len(latencies), figsize=(4.5 * len(latencies), 3.6), squeeze=False)
-    for ax, latency in zip(axes[0], latencies, strict=True):
-        for system in (SERVICE_1, SERVICE_2, THREAD_POOL):
-            rows = sorted(
-                (r for r in document["runs"] if r["system"] == system and r["latency_s"] == latency),
-                key=lambda r: r["concurrency"],
-            )
+    def draw(ax: Any, latency: float, curves: dict[str, list[dict[str, Any]]]) -> None:
+        for system, rows in curves.items():
             ax.plot(
                 [r["concurrency"] for r in rows],
                 [r["ratio_to_limit"] for r in rows],
@@ -122,12 +118,29 @@ def _plot_throughput(document: dict[str, Any], path: Path) -> Path:
                 label=system,
             )
         ax.axhline(GOAL_RATIO, color="grey", linestyle="--", linewidth=1, label="goal 0.95")
-        _concurrency_axis(ax, document)
         ax.set_ylim(0, 1.1)
         ax.set_title(f"L = {latency:g} s")
-        ax.set_xlabel("C, tasks in flight")
         ax.set_ylabel("throughput / (C / L)")
-    axes[0][0].legend(fontsize=8)
+
+    return _per_latency(document, path, draw, legend_size=8)
+
+
+def _per_latency(document: dict[str, Any], path: Path, draw: Draw, *, legend_size: int) -> Path:
+    """One panel per latency L, C on the x axis; ``draw`` adds the curves of the systems that scale."""
+    latencies = _by_latency(document)
+    fig, axes = plt.subplots(1, len(latencies), figsize=(4.5 * len(latencies), 3.6), squeeze=False)
+    for ax, latency in zip(axes[0], latencies, strict=True):
+        curves = {
+            system: sorted(
+                (r for r in document["runs"] if r["system"] == system and r["latency_s"] == latency),
+                key=lambda r: r["concurrency"],
+            )
+            for system in (SERVICE_1, SERVICE_2, THREAD_POOL)
+        }
+        draw(ax, latency, curves)
+        _concurrency_axis(ax, document)
+        ax.set_xlabel("C, tasks in flight")
+    axes[0][0].legend(fontsize=legend_size)
     return _save(fig, path)
 
 
@@ -150,26 +163,18 @@ def _plot_cpu(document: dict[str, Any], path: Path) -> Path:
 
 
 def _plot_latency(document: dict[str, Any], path: Path) -> Path:
-    latencies = _by_latency(document)
-    fig, axes = plt.subplots(1, len(latencies), figsize=(4.5 * len(latencies), 3.6), squeeze=False)
-    for ax, latency in zip(axes[0], latencies, strict=True):
-        for system in (SERVICE_1, SERVICE_2, THREAD_POOL):
-            rows = sorted(
-                (r for r in document["runs"] if r["system"] == system and r["latency_s"] == latency),
-                key=lambda r: r["concurrency"],
-            )
+    def draw(ax: Any, latency: float, curves: dict[str, list[dict[str, Any]]]) -> None:
+        for system, rows in curves.items():
             cs = [r["concurrency"] for r in rows]
             line = ax.plot(cs, [r["latency_p50_s"] for r in rows], marker="o", label=f"{system} p50")
             ax.plot(
                 cs, [r["latency_p99_s"] for r in rows], marker="^", linestyle=":", color=line[0].get_color()
             )
         ax.axhline(latency, color="grey", linestyle="--", linewidth=1, label="L")
-        _concurrency_axis(ax, document)
         ax.set_title(f"task latency (p50 solid, p99 dotted), L = {latency:g} s")
-        ax.set_xlabel("C, tasks in flight")
         ax.set_ylabel("RECEIVED -> final, s")
-    axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+
+    return _per_latency(document, path, draw, legend_size=7)
 
 
 def _plot_rolling(document: dict[str, Any], path: Path) -> Path:

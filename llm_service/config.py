@@ -12,6 +12,7 @@ environment, so a worker never sees a config the supervisor rejected.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import io
 import math
 import os
@@ -27,7 +28,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from llm_service.errors import ConfigError
-from llm_service.model_settings import check_context_lengths, check_fallback_models
+from llm_service.model_settings import parse_context_lengths, parse_fallback_models
 
 SECRET_MASK = "***"
 _SECRET_SUFFIXES = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
@@ -41,13 +42,28 @@ KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-def setting(default: Any, help: str, *, check: Check | None = None, group: str = "") -> Any:
-    """Declare one setting: its default, one help line and an optional check.
+class Reload(enum.Enum):
+    """What a change of the setting needs on SIGHUP / ``llmctl reload`` (supervisor/reconfig.py)."""
+
+    IN_PLACE = "in place"  # read by the supervisor only: applied at once
+    ROLLING = "rolling"  # workers see it: replaced one at a time
+    AT_RESTART = "restart"  # fixed at start (socket, table size, metrics port): old value kept, logged
+    REFUSED = "refused"  # old and new workers must never run side by side: the reload is rejected
+
+
+def setting(default: Any, help: str, *, reload: Reload, check: Check | None = None, group: str = "") -> Any:
+    """Declare one setting: its default, one help line, its reload scope and an optional check.
 
     ``check`` returns an error text for a bad value, or None. The group is the heading under which
     ``.env.example`` lists the variable.
     """
-    return field(default=default, metadata={"help": help, "check": check, "group": group})
+    return field(default=default, metadata={"help": help, "reload": reload, "check": check, "group": group})
+
+
+def reload_scope(f: dataclasses.Field[Any]) -> Reload:
+    """The ``reload=`` a field of Settings was declared with."""
+    scope: Reload = f.metadata["reload"]
+    return scope
 
 
 def positive(value: float) -> str | None:
@@ -69,6 +85,19 @@ def port(value: int) -> str | None:
 def one_of(*allowed: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+    return check
+
+
+def parses(parse: Callable[[str], object]) -> Check:
+    """A check that the value parses; ``parse`` raises ValueError saying why not."""
+
+    def check(value: str) -> str | None:
+        try:
+            parse(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     return check
 
@@ -151,294 +180,469 @@ class Settings:
 
     # Kafka
     kafka_bootstrap_servers: str = setting(
-        "localhost:9092", "Kafka brokers, host:port, comma-separated", check=host_port, group="Kafka"
+        "localhost:9092",
+        "Kafka brokers, host:port, comma-separated",
+        reload=Reload.ROLLING,
+        check=host_port,
+        group="Kafka",
     )
-    kafka_tasks_topic: str = setting("tasks_llm", "Topic tasks are consumed from", check=topic_name)
-    kafka_status_topic: str = setting("tasks_llm_status", "Topic status events go to", check=topic_name)
-    kafka_dlq_topic: str = setting("tasks_llm_dlq", "Topic failed and invalid tasks go to", check=topic_name)
-    kafka_group_id: str = setting("llm-worker-group", "Consumer group shared by all workers")
+    kafka_tasks_topic: str = setting(
+        "tasks_llm", "Topic tasks are consumed from", reload=Reload.REFUSED, check=topic_name
+    )
+    kafka_status_topic: str = setting(
+        "tasks_llm_status", "Topic status events go to", reload=Reload.ROLLING, check=topic_name
+    )
+    kafka_dlq_topic: str = setting(
+        "tasks_llm_dlq", "Topic failed and invalid tasks go to", reload=Reload.ROLLING, check=topic_name
+    )
+    kafka_group_id: str = setting(
+        "llm-worker-group", "Consumer group shared by all workers", reload=Reload.REFUSED
+    )
     kafka_session_timeout_ms: int = setting(
-        10000, "Consumer session timeout; a dead static member keeps its partitions this long", check=positive
+        10000,
+        "Consumer session timeout; a dead static member keeps its partitions this long",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     kafka_max_poll_interval_ms: int = setting(
-        300000, "Longest gap between polls before the broker drops the consumer", check=positive
+        300000,
+        "Longest gap between polls before the broker drops the consumer",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     kafka_max_request_bytes: int = setting(
         2 * 1024 * 1024,
         "Largest status/DLQ record the producer sends (DLQ copies of big tasks need the topic to allow it)",
+        reload=Reload.ROLLING,
         check=positive,
     )
     kafka_security_protocol: str = setting(
         "PLAINTEXT",
         "Kafka security protocol of every client (workers, lag probe, llmctl)",
+        reload=Reload.ROLLING,
         check=one_of(*KAFKA_PROTOCOLS),
     )
     kafka_sasl_mechanism: str = setting(
         "",
         "SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        reload=Reload.ROLLING,
         check=sasl_mechanism,
     )
-    kafka_sasl_username: str = setting("", "SASL user name (required with SASL_*)")
-    kafka_sasl_password: str = setting("", "SASL password (required with SASL_*)")
+    kafka_sasl_username: str = setting("", "SASL user name (required with SASL_*)", reload=Reload.ROLLING)
+    kafka_sasl_password: str = setting("", "SASL password (required with SASL_*)", reload=Reload.ROLLING)
     kafka_ssl_cafile: str = setting(
         "",
         "CA file (PEM) that signed the brokers' certificates, with SSL/SASL_SSL (empty: system CAs)",
+        reload=Reload.ROLLING,
         check=existing_file,
     )
 
     # S3 (MinIO in production)
-    minio_endpoint: str = setting("localhost:9000", "S3 endpoint host:port", check=host_port, group="S3")
-    minio_access_key: str = setting("", "S3 access key")
-    minio_secret_key: str = setting("", "S3 secret key")
-    minio_secure: bool = setting(False, "Use HTTPS for S3")
+    minio_endpoint: str = setting(
+        "localhost:9000", "S3 endpoint host:port", reload=Reload.ROLLING, check=host_port, group="S3"
+    )
+    minio_access_key: str = setting("", "S3 access key", reload=Reload.ROLLING)
+    minio_secret_key: str = setting("", "S3 secret key", reload=Reload.ROLLING)
+    minio_secure: bool = setting(False, "Use HTTPS for S3", reload=Reload.ROLLING)
     minio_ca_file: str = setting(
         "",
         "CA file (PEM) that signed the S3 server's certificate, with MINIO_SECURE (empty: system CAs)",
+        reload=Reload.ROLLING,
         check=existing_file,
     )
-    minio_region: str = setting("us-east-1", "S3 region (saves a location lookup per bucket)")
-    minio_input_bucket: str = setting("llm-input", "Default bucket of task inputs", check=bucket_name)
-    minio_output_bucket: str = setting("llm-output", "Default bucket of task results", check=bucket_name)
+    minio_region: str = setting(
+        "us-east-1", "S3 region (saves a location lookup per bucket)", reload=Reload.ROLLING
+    )
+    minio_input_bucket: str = setting(
+        "llm-input", "Default bucket of task inputs", reload=Reload.ROLLING, check=bucket_name
+    )
+    minio_output_bucket: str = setting(
+        "llm-output", "Default bucket of task results", reload=Reload.ROLLING, check=bucket_name
+    )
     minio_output_prefix: str = setting(
-        "results/", "Key prefix of default result objects ({prefix}{task_id}.json)"
+        "results/", "Key prefix of default result objects ({prefix}{task_id}.json)", reload=Reload.ROLLING
     )
     minio_allowed_input_buckets: tuple[str, ...] = setting(
         (),
         "Buckets tasks may read inputs from, comma-separated (empty: only MINIO_INPUT_BUCKET)",
+        reload=Reload.ROLLING,
         check=bucket_list,
     )
     input_max_bytes: int = setting(
-        10 * 1024 * 1024, "Largest input object a task may read, in bytes", check=positive
+        10 * 1024 * 1024,
+        "Largest input object a task may read, in bytes",
+        reload=Reload.ROLLING,
+        check=positive,
     )
 
     # GigaChat
-    gigachat_auth_url: str = setting(GIGACHAT_AUTH_URL, "OAuth endpoint", check=url, group="GigaChat")
-    gigachat_api_url: str = setting(GIGACHAT_API_URL, "REST API base URL", check=url)
-    gigachat_auth_key: str = setting("", "Authorization key (base64 client_id:client_secret)")
+    gigachat_auth_url: str = setting(
+        GIGACHAT_AUTH_URL, "OAuth endpoint", reload=Reload.ROLLING, check=url, group="GigaChat"
+    )
+    gigachat_api_url: str = setting(GIGACHAT_API_URL, "REST API base URL", reload=Reload.ROLLING, check=url)
+    gigachat_auth_key: str = setting(
+        "", "Authorization key (base64 client_id:client_secret)", reload=Reload.ROLLING
+    )
     gigachat_scope: str = setting(
         "GIGACHAT_API_PERS",
         "OAuth scope",
+        reload=Reload.ROLLING,
         check=one_of("GIGACHAT_API_PERS", "GIGACHAT_API_B2B", "GIGACHAT_API_CORP"),
     )
-    gigachat_model: str = setting("GigaChat", "Model used when a task names none")
+    gigachat_model: str = setting("GigaChat", "Model used when a task names none", reload=Reload.ROLLING)
     gigachat_ca_bundle: str = setting(
-        "", "CA bundle file with the Russian Trusted Root CA (empty: system CAs)"
+        "", "CA bundle file with the Russian Trusted Root CA (empty: system CAs)", reload=Reload.ROLLING
     )
-    gigachat_verify_ssl: bool = setting(True, "Verify TLS certificates (keep on outside development)")
-    gigachat_timeout_s: float = setting(60.0, "Timeout of one HTTP call to GigaChat, seconds", check=positive)
+    gigachat_verify_ssl: bool = setting(
+        True, "Verify TLS certificates (keep on outside development)", reload=Reload.ROLLING
+    )
+    gigachat_timeout_s: float = setting(
+        60.0, "Timeout of one HTTP call to GigaChat, seconds", reload=Reload.ROLLING, check=positive
+    )
     gigachat_max_concurrency: int = setting(
-        8, "Model calls in flight across all workers of this host (a personal key allows 1)", check=positive
+        8,
+        "Model calls in flight across all workers of this host (a personal key allows 1)",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     gigachat_breaker_fail_max: int = setting(
-        5, "Consecutive failed model calls that open the circuit breaker", check=positive
+        5,
+        "Consecutive failed model calls that open the circuit breaker",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     gigachat_breaker_reset_s: float = setting(
-        15.0, "Seconds the breaker stays open before a probe call", check=positive
+        15.0, "Seconds the breaker stays open before a probe call", reload=Reload.ROLLING, check=positive
     )
     gigachat_call_attempts: int = setting(
-        4, "HTTP attempts per GigaChat call on 429, 5xx, timeouts (within the task deadline)", check=positive
+        4,
+        "HTTP attempts per GigaChat call on 429, 5xx, timeouts (within the task deadline)",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     gigachat_backoff_base_s: float = setting(
         0.5,
         "First retry delay cap of a GigaChat call, seconds; doubles per retry, full jitter",
+        reload=Reload.ROLLING,
         check=positive,
     )
     gigachat_backoff_max_s: float = setting(
-        10.0, "Largest retry delay of a GigaChat call, seconds (a Retry-After header wins)", check=positive
+        10.0,
+        "Largest retry delay of a GigaChat call, seconds (a Retry-After header wins)",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     gigachat_cap_probe_s: float = setting(
         30.0,
         "Seconds after a 429 before the host-wide call cap tries the refused level again",
+        reload=Reload.ROLLING,
         check=positive,
     )
     gigachat_fallback_models: str = setting(
         "",
         "Fallback chains on 429/503/open breaker: MODEL=NEXT[,NEXT...];MODEL2=... (empty: none)",
-        check=check_fallback_models,
+        reload=Reload.ROLLING,
+        check=parses(parse_fallback_models),
     )
     gigachat_context_lengths: str = setting(
         "",
         "Context length per model in tokens, MODEL=TOKENS,... over the defaults in docs/gigachat-client.md",
-        check=check_context_lengths,
+        reload=Reload.ROLLING,
+        check=parses(parse_context_lengths),
     )
     gigachat_limiter_dir: str = setting(
         "",
         "Directory of the GigaChat call limiter and spending books (empty: state dir, runtime dir or /tmp)",
+        reload=Reload.ROLLING,
     )
 
     # Token budgets and the account's money (docs/gigachat-client.md, "Budgets and payment")
     gigachat_token_budget_daily: int = setting(
         0,
         "Tokens the whole pool may spend per day (0: no budget); when spent, intake pauses",
+        reload=Reload.ROLLING,
         check=non_negative,
         group="Token budgets",
     )
     task_tenant_field: str = setting(
-        "", "Task field naming its tenant for GIGACHAT_TENANT_BUDGETS, e.g. metadata.team (empty: none)"
+        "",
+        "Task field naming its tenant for GIGACHAT_TENANT_BUDGETS, e.g. metadata.team (empty: none)",
+        reload=Reload.ROLLING,
     )
     gigachat_tenant_budgets: str = setting(
         "",
         "Daily token budget per tenant, e.g. sales=200000,ops=50000 (a tenant not listed: no budget)",
+        reload=Reload.ROLLING,
         check=tenant_budgets,
     )
     gigachat_budget_timezone: str = setting(
-        "Europe/Moscow", "Time zone whose midnight starts a new budget day (IANA name)", check=time_zone
+        "Europe/Moscow",
+        "Time zone whose midnight starts a new budget day (IANA name)",
+        reload=Reload.ROLLING,
+        check=time_zone,
     )
     gigachat_tenant_held_max: int = setting(
         32,
         "Tasks of spent tenants one worker holds (uncommitted) beside its concurrency before it pauses",
+        reload=Reload.ROLLING,
         check=non_negative,
     )
     gigachat_balance_interval_s: float = setting(
         0.0,
         "Seconds between reads of GET /balance (prepaid packages) by one worker of the host (0: off)",
+        reload=Reload.ROLLING,
         check=non_negative,
     )
     gigachat_balance_alert_tokens: int = setting(
-        100_000, "Warn (model_balance_low) when a prepaid package has fewer tokens left", check=non_negative
+        100_000,
+        "Warn (model_balance_low) when a prepaid package has fewer tokens left",
+        reload=Reload.ROLLING,
+        check=non_negative,
     )
     gigachat_payment_probe_s: float = setting(
         180.0,
         "After a 402/403 from the model: seconds between probe calls while intake is paused",
+        reload=Reload.ROLLING,
         check=positive,
     )
 
     # Tasks
     task_max_attempts: int = setting(
-        5, "Attempts at a task on transient errors before it fails", check=positive, group="Tasks"
+        5,
+        "Attempts at a task on transient errors before it fails",
+        reload=Reload.ROLLING,
+        check=positive,
+        group="Tasks",
     )
-    task_timeout_s: float = setting(600.0, "Deadline of one task, retries included, seconds", check=positive)
+    task_timeout_s: float = setting(
+        600.0, "Deadline of one task, retries included, seconds", reload=Reload.ROLLING, check=positive
+    )
     task_max_message_bytes: int = setting(
-        256 * 1024, "Largest task message accepted; a larger one fails with MESSAGE_TOO_LARGE", check=positive
+        256 * 1024,
+        "Largest task message accepted; a larger one fails with MESSAGE_TOO_LARGE",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     task_retry_backoff_s: float = setting(
-        1.0, "Pause before the first retry of a task; doubles per attempt, with jitter", check=positive
+        1.0,
+        "Pause before the first retry of a task; doubles per attempt, with jitter",
+        reload=Reload.ROLLING,
+        check=positive,
     )
-    task_retry_backoff_max_s: float = setting(30.0, "Longest pause between task retries", check=positive)
+    task_retry_backoff_max_s: float = setting(
+        30.0, "Longest pause between task retries", reload=Reload.ROLLING, check=positive
+    )
     task_max_model_calls: int = setting(
         0,
         "Model calls one delivery of a task may make, HTTP retries included "
         "(0: GIGACHAT_CALL_ATTEMPTS x TASK_MAX_ATTEMPTS)",
+        reload=Reload.ROLLING,
         check=non_negative,
     )
     worker_bootstrap_attempts: int = setting(
-        5, "Bootstrap attempts (Kafka, S3, GigaChat) before a worker exits as BOOT_FAILED", check=positive
+        5,
+        "Bootstrap attempts (Kafka, S3, GigaChat) before a worker exits as BOOT_FAILED",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     worker_bootstrap_backoff_s: float = setting(
-        1.0, "Pause after the first failed bootstrap attempt; doubles per attempt up to 30 s", check=positive
+        1.0,
+        "Pause after the first failed bootstrap attempt; doubles per attempt up to 30 s",
+        reload=Reload.ROLLING,
+        check=positive,
     )
     worker_revoke_timeout_s: float = setting(
         10.0,
         "Seconds a worker waits for tasks of revoked partitions before handing them back",
+        reload=Reload.ROLLING,
         check=positive,
     )
 
     # Worker pool
-    worker_processes: int = setting(2, "Worker processes the supervisor runs", check=positive, group="Pool")
-    worker_max_concurrent_tasks: int = setting(8, "Tasks in flight in one worker process", check=positive)
+    worker_processes: int = setting(
+        2, "Worker processes the supervisor runs", reload=Reload.IN_PLACE, check=positive, group="Pool"
+    )
+    worker_max_concurrent_tasks: int = setting(
+        8, "Tasks in flight in one worker process", reload=Reload.ROLLING, check=positive
+    )
+    # Refused on reload: old and new workers would hold two identities each, unchecked at start-up.
     worker_instance_prefix: str = setting(
         "",
         "Stable part of each slot's Kafka group_instance_id, unique per host (empty: the host name)",
+        reload=Reload.REFUSED,
         check=instance_prefix_text,
     )
     worker_heartbeat_timeout: float = setting(
-        60.0, "Seconds without a heartbeat before a worker is killed and replaced", check=positive
+        60.0,
+        "Seconds without a heartbeat before a worker is killed and replaced",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     worker_drain_timeout: float = setting(
-        120.0, "Seconds a stopping worker may take to finish its tasks", check=positive
+        120.0,
+        "Seconds a stopping worker may take to finish its tasks",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     worker_max_tasks: int = setting(
-        0, "Recycle a worker after this many tasks, with jitter (0: never)", check=non_negative
+        0,
+        "Recycle a worker after this many tasks, with jitter (0: never)",
+        reload=Reload.IN_PLACE,
+        check=non_negative,
     )
     worker_rss_soft_mb: int = setting(
-        1024, "Worker RSS above which it is recycled gracefully, MiB", check=positive
+        1024, "Worker RSS above which it is recycled gracefully, MiB", reload=Reload.IN_PLACE, check=positive
     )
-    worker_rss_hard_mb: int = setting(2048, "Worker RSS above which it is killed, MiB", check=positive)
+    worker_rss_hard_mb: int = setting(
+        2048, "Worker RSS above which it is killed, MiB", reload=Reload.IN_PLACE, check=positive
+    )
     worker_max_processes: int = setting(
-        32, "Upper bound of WORKER_PROCESSES and `llmctl scale`; sizes the status table", check=positive
+        32,
+        "Upper bound of WORKER_PROCESSES and `llmctl scale`; sizes the status table",
+        reload=Reload.AT_RESTART,
+        check=positive,
     )
     worker_kill_grace_s: float = setting(
-        5.0, "Seconds between the polite signal to a hung or oversized worker and SIGKILL", check=positive
+        5.0,
+        "Seconds between the polite signal to a hung or oversized worker and SIGKILL",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     worker_min_uptime_s: float = setting(
-        5.0, "A worker that exits sooner than this after start counts as a quick failure", check=non_negative
+        5.0,
+        "A worker that exits sooner than this after start counts as a quick failure",
+        reload=Reload.IN_PLACE,
+        check=non_negative,
     )
     worker_restart_backoff_s: float = setting(
-        1.0, "First delay before restarting after repeated quick failures; doubles each time", check=positive
+        1.0,
+        "First delay before restarting after repeated quick failures; doubles each time",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     worker_restart_backoff_max_s: float = setting(
-        30.0, "Longest delay between restarts of a failing worker", check=positive
+        30.0, "Longest delay between restarts of a failing worker", reload=Reload.IN_PLACE, check=positive
     )
     worker_max_quick_failures: int = setting(
-        5, "Quick failures in a row after which a slot goes FATAL and raises an alert", check=positive
+        5,
+        "Quick failures in a row after which a slot goes FATAL and raises an alert",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     worker_fatal_cooloff_s: float = setting(
-        300.0, "Seconds a FATAL slot waits before it is tried again", check=positive
+        300.0, "Seconds a FATAL slot waits before it is tried again", reload=Reload.IN_PLACE, check=positive
     )
 
     # Limits (the runbook's norms and alert levels)
     limit_cpu_percent: float = setting(
         80.0,
         "Service CPU norm (% of its cgroup limit or the host); above it the pool sheds load",
+        reload=Reload.IN_PLACE,
         check=percent,
         group="Limits",
     )
     limit_ram_percent: float = setting(
         80.0,
         "Service RAM norm (% of its cgroup limit or the host); above it the pool sheds load",
+        reload=Reload.IN_PLACE,
         check=percent,
     )
     alert_cpu_percent: float = setting(
-        90.0, "Service CPU level that pauses intake and raises an alert", check=percent
+        90.0,
+        "Service CPU level that pauses intake and raises an alert",
+        reload=Reload.IN_PLACE,
+        check=percent,
     )
     alert_ram_percent: float = setting(
-        90.0, "Service RAM level that pauses intake and raises an alert", check=percent
+        90.0,
+        "Service RAM level that pauses intake and raises an alert",
+        reload=Reload.IN_PLACE,
+        check=percent,
     )
-    limit_disk_free_mb: int = setting(1024, "Free disk below which intake pauses, MiB", check=non_negative)
+    limit_disk_free_mb: int = setting(
+        1024, "Free disk below which intake pauses, MiB", reload=Reload.IN_PLACE, check=non_negative
+    )
     limit_window_s: float = setting(
-        30.0, "Window over which CPU and RAM are averaged, seconds", check=positive
+        30.0, "Window over which CPU and RAM are averaged, seconds", reload=Reload.IN_PLACE, check=positive
     )
     alert_bootstrap_failures: int = setting(
-        5, "Bootstrap failures in a row of one worker that raise an alert", check=positive
+        5,
+        "Bootstrap failures in a row of one worker that raise an alert",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     alert_kafka_errors_per_min: float = setting(
-        10.0, "Kafka connection errors a minute (all workers) that raise an alert", check=positive
+        10.0,
+        "Kafka connection errors a minute (all workers) that raise an alert",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     alert_avg_processing_s: float = setting(
-        120.0, "Average task processing time that raises an alert, seconds", check=positive
+        120.0,
+        "Average task processing time that raises an alert, seconds",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
     alert_consumer_lag_s: float = setting(
-        600.0, "Age of the oldest unprocessed task that raises an alert, seconds", check=positive
+        600.0,
+        "Age of the oldest unprocessed task that raises an alert, seconds",
+        reload=Reload.IN_PLACE,
+        check=positive,
     )
 
     # Supervisor
     supervisor_socket: str = setting(
-        _default_socket(), "Unix status socket of the supervisor", group="Supervisor"
+        _default_socket(),
+        "Unix status socket of the supervisor",
+        reload=Reload.AT_RESTART,
+        group="Supervisor",
     )
     supervisor_stop_margin_s: float = setting(
-        10.0, "Added to WORKER_DRAIN_TIMEOUT: the one deadline of a graceful stop", check=non_negative
+        10.0,
+        "Added to WORKER_DRAIN_TIMEOUT: the one deadline of a graceful stop",
+        reload=Reload.IN_PLACE,
+        check=non_negative,
     )
     supervisor_lag_interval_s: float = setting(
-        30.0, "Seconds between consumer-lag probes of the Kafka group (0: off)", check=non_negative
+        30.0,
+        "Seconds between consumer-lag probes of the Kafka group (0: off)",
+        reload=Reload.IN_PLACE,
+        check=non_negative,
     )
 
     # Metrics (docs/metrics.md)
     metrics_port: int = setting(
-        0, "TCP port of the supervisor's Prometheus endpoint /metrics (0: off)", check=port, group="Metrics"
+        0,
+        "TCP port of the supervisor's Prometheus endpoint /metrics (0: off)",
+        reload=Reload.AT_RESTART,
+        check=port,
+        group="Metrics",
     )
     metrics_addr: str = setting(
-        "0.0.0.0", "Address the metrics endpoint binds (0.0.0.0 for a container; 127.0.0.1 for local only)"
+        "0.0.0.0",
+        "Address the metrics endpoint binds (0.0.0.0 for a container; 127.0.0.1 for local only)",
+        reload=Reload.AT_RESTART,
     )
 
     # Logging
     log_format: str = setting(
-        "text", "Log format: text or json", check=one_of("text", "json"), group="Logging"
+        "text",
+        "Log format: text or json",
+        reload=Reload.ROLLING,
+        check=one_of("text", "json"),
+        group="Logging",
     )
     log_level: str = setting(
-        "INFO", "Log level", check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        "INFO",
+        "Log level",
+        reload=Reload.ROLLING,
+        check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     )
     log_file: str = setting(
-        "", "Also write logs to this file (reopened on SIGUSR1); empty: stdout only", check=log_file_path
+        "",
+        "Also write logs to this file (reopened on SIGUSR1); empty: stdout only",
+        reload=Reload.ROLLING,
+        check=log_file_path,
     )
 
     @property
@@ -595,12 +799,15 @@ def env_example() -> str:
     lines = [
         "# llm-service configuration. Generated by `python -m llm_service.config example`;",
         "# a test keeps it equal to llm_service/config.py. Values shown are the defaults.",
+        "# [reload: ...] is what a change needs on SIGHUP / `llmctl reload`: in place (applied at once),",
+        "# rolling (workers replaced one at a time), restart (old value kept until the supervisor",
+        "# restarts), refused (the reload is rejected; restart the supervisor to change it).",
     ]
     for f in dataclasses.fields(Settings):
         if f.metadata["group"]:
             lines += ["", f"# --- {f.metadata['group']} ---"]
         default = f.default if f.name != "supervisor_socket" else "/tmp/llm-supervisor.sock"
-        lines.append(f"# {f.metadata['help']}")
+        lines.append(f"# {f.metadata['help']} [reload: {reload_scope(f).value}]")
         lines.append(f"{env_name(f)}={_render(default)}")
     return "\n".join(lines) + "\n"
 

@@ -55,19 +55,3 @@ def parse_context_lengths(raw: str) -> dict[str, int]:
             raise ValueError(f"expected MODEL=TOKENS with TOKENS a whole number > 0, got {item!r}")
         lengths[name.strip()] = int(value)
     return lengths
-
-
-def check_fallback_models(raw: str) -> str | None:
-    try:
-        parse_fallback_models(raw)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def check_context_lengths(raw: str) -> str | None:
-    try:
-        parse_context_lengths(raw)
-    except ValueError as exc:
-        return str(exc)
-    return None

@@ -25,7 +25,6 @@ from urllib3.exceptions import HTTPError
 
 from llm_service.clients import minio_client
 from llm_service.task_status import TaskStatus
-from llmctl.common import CONFIG_ERROR, settings_from
 from llmctl.history import History
 from llmctl.stats import INCOMPLETE, UNREADABLE, add_window_options, read_window
 
@@ -46,12 +45,10 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    if settings is None:
-        return CONFIG_ERROR
-    history = read_window(settings, args, "audit")
-    if isinstance(history, int):
-        return history
+    window = read_window(args, "audit")
+    if isinstance(window, int):
+        return window
+    settings, history = window
     grace = args.grace if args.grace is not None else settings.task_timeout_s + settings.worker_drain_timeout
     try:
         found = objects_present(minio_client(settings, pool_size=STAT_THREADS), history.events)

@@ -45,22 +45,23 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def read_window(settings: Settings, args: argparse.Namespace, command: str) -> History | int:
-    """The status events of the ``--since`` window, or the exit code after printing why not."""
+def read_window(args: argparse.Namespace, command: str) -> tuple[Settings, History] | int:
+    """The settings and the status events of the ``--since`` window, or the exit code after saying why not."""
+    settings = settings_from(args)
+    if settings is None:
+        return CONFIG_ERROR
     try:
-        return read_status_history(settings, since_ms=since_ms(args.since), timeout_s=args.timeout)
+        return settings, read_status_history(settings, since_ms=since_ms(args.since), timeout_s=args.timeout)
     except (KafkaError, LookupError, OSError) as exc:
         print(f"llmctl {command}: cannot read the status topic: {describe(settings, exc)}", file=sys.stderr)
         return UNREADABLE
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    if settings is None:
-        return CONFIG_ERROR
-    history = read_window(settings, args, "stats")
-    if isinstance(history, int):
-        return history
+    window = read_window(args, "stats")
+    if isinstance(window, int):
+        return window
+    _, history = window
     figures = summarize(history.events)
     figures["since"] = _iso(history.since_ms)
     print(json.dumps(figures) if args.json else render(figures))

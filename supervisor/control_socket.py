@@ -24,7 +24,6 @@ import selectors
 import socket
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from llm_service.socket_protocol import (
     error_reply,
     parse_request,
 )
+from supervisor.socket_clients import Client, Clients
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,13 @@ MAX_OUTBOX = 256 * 1024  # unsent reply bytes above which a client's further req
 Handler = Callable[[Request], dict[str, Any]]
 
 
-@dataclass(eq=False)
-class _Client:
-    sock: socket.socket
-    inbox: bytearray = field(default_factory=bytearray)
-    outbox: bytearray = field(default_factory=bytearray)
-    closing: bool = False  # the peer hung up, or must be cut off: flush the outbox, then drop
+def _has_line(client: Client) -> bool:
+    return b"\n" in client.inbox
 
-    def has_line(self) -> bool:
-        return b"\n" in self.inbox
 
-    def backlogged(self) -> bool:
-        """Work is queued here already: answer it before reading more from the socket."""
-        return len(self.outbox) > MAX_OUTBOX or self.has_line()
+def _backlogged(client: Client) -> bool:
+    """Work is queued here already: answer it before reading more from the socket."""
+    return len(client.outbox) > MAX_OUTBOX or _has_line(client)
 
 
 class ControlServer:
@@ -66,10 +60,8 @@ class ControlServer:
 
     def __init__(self, *, path: str, selector: selectors.BaseSelector, handler: Handler) -> None:
         self.path = path
-        self._selector = selector
         self._handler = handler
-        self._listener: socket.socket | None = None
-        self._clients: list[_Client] = []
+        self._clients = Clients(selector=selector, max_clients=MAX_CLIENTS, service=self._service)
 
     @property
     def client_count(self) -> int:
@@ -89,59 +81,35 @@ class ControlServer:
             os.umask(old_umask)
         os.chmod(self.path, 0o660)
         listener.listen(16)
-        listener.setblocking(False)
-        self._listener = listener
-        self._selector.register(listener, selectors.EVENT_READ, self._accept)
+        self._clients.serve(listener)
 
-    def _accept(self, mask: int) -> None:
-        if self._listener is None:
-            return
-        try:
-            sock, _ = self._listener.accept()
-        except OSError:  # EAGAIN, or EMFILE: the client is refused, the loop goes on
-            return
-        sock.setblocking(False)
-        if len(self._clients) >= MAX_CLIENTS:
-            self._drop(self._clients[0])
-        client = _Client(sock)
-        self._clients.append(client)
-        self._selector.register(sock, selectors.EVENT_READ, lambda m: self._service(client, m))
-
-    def _service(self, client: _Client, mask: int) -> None:
+    def _service(self, client: Client, mask: int) -> None:
         """The client's selector callback: the door. A bug here drops this client, never the loop."""
         try:
             self._step(client, mask)
         except Exception:
             log.exception("Status socket client dropped after an unexpected error")
-            self._drop(client)
+            self._clients.drop(client)
 
-    def _step(self, client: _Client, mask: int) -> None:
-        if mask & selectors.EVENT_READ and not client.closing and not client.backlogged():
+    def _step(self, client: Client, mask: int) -> None:
+        if mask & selectors.EVENT_READ and not client.closing and not _backlogged(client):
             self._read(client)
         self._answer_batch(client)
         if client.outbox:
-            self._write(client)
+            self._clients.send(client)
         self._rearm(client)
 
-    def _read(self, client: _Client) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            client.closing = True  # answer what is queued, then drop (see _rearm)
-            return
-        client.inbox += data
-        if len(client.inbox) > MAX_LINE and not client.has_line():
+    def _read(self, client: Client) -> None:
+        if not self._clients.receive(client):
+            return  # hung up: answer what is queued, then drop (see _rearm)
+        if len(client.inbox) > MAX_LINE and not _has_line(client):
             client.outbox += encode_reply(error_reply(f"request longer than {MAX_LINE} bytes"))
             client.inbox.clear()
             client.closing = True
 
-    def _answer_batch(self, client: _Client) -> None:
+    def _answer_batch(self, client: Client) -> None:
         for _ in range(BATCH):
-            if len(client.outbox) > MAX_OUTBOX or not client.has_line():
+            if len(client.outbox) > MAX_OUTBOX or not _has_line(client):
                 return
             line, _, rest = bytes(client.inbox).partition(b"\n")
             client.inbox = bytearray(rest)
@@ -159,64 +127,32 @@ class ControlServer:
             log.exception("Status socket request failed: %.200r", line)
             return encode_reply(error_reply(f"internal error: {type(exc).__name__}"))
 
-    def _write(self, client: _Client) -> None:
-        try:
-            sent = client.sock.send(client.outbox)
-            del client.outbox[:sent]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:  # EPIPE, ECONNRESET: nobody reads the rest
-            client.outbox.clear()
-            client.inbox.clear()
-            client.closing = True
-
-    def _rearm(self, client: _Client) -> None:
+    def _rearm(self, client: Client) -> None:
         """Register exactly the events this client needs now; drop it once it has nothing left.
 
         Interest in EVENT_READ is withdrawn while the client is backlogged or has hung up, so a
         readable (or hung-up) fd never wakes the loop with nothing to do.
         """
-        pending = bool(client.outbox) or client.has_line()
+        pending = bool(client.outbox) or _has_line(client)
         if client.closing and not pending:
-            self._drop(client)
+            self._clients.drop(client)
             return
-        events = 0 if client.closing or client.backlogged() else selectors.EVENT_READ
+        events = 0 if client.closing or _backlogged(client) else selectors.EVENT_READ
         if pending:
             events |= selectors.EVENT_WRITE  # also the wake-up for lines left after a batch
-        self._selector.modify(client.sock, events, lambda m: self._service(client, m))
-
-    def _drop(self, client: _Client) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(client.sock)
-        client.sock.close()
-        with contextlib.suppress(ValueError):
-            self._clients.remove(client)
+        self._clients.watch(client, events)
 
     def close_in_child(self) -> None:
-        """In a freshly forked worker: close the inherited sockets without touching the selector.
-
-        The child's epoll fd is the parent's epoll instance; an ``unregister`` here would remove the
-        socket from the parent's loop (it did, once: the supervisor stopped answering).
-        """
-        for client in self._clients:
-            client.sock.close()
-        self._clients = []
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        """In a freshly forked worker: close the inherited sockets (supervisor/socket_clients.py)."""
+        self._clients.close_in_child()
 
     def close(self, *, unlink: bool = True) -> None:
         """Stop serving and, by default, remove the socket file (the supervisor at exit)."""
-        for client in list(self._clients):
-            self._drop(client)
-        if self._listener is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(self._listener)
-            self._listener.close()
-            self._listener = None
-            if unlink:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
+        listening = self._clients.listening
+        self._clients.close()
+        if listening and unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 def _remove_stale(path: str) -> None:

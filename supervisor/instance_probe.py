@@ -11,8 +11,6 @@ process. Output, one JSON line: ``{"holders": [...], "seen": [...]}`` or ``{"err
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from llm_service.instance_id import holds_prefix
+from supervisor.probe_answer import answer
 
 RECHECK_S = 1.0
 
@@ -65,20 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=15.0)
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
-    try:
-        result = watch(
+    return answer(
+        lambda: watch(
             bootstrap=args.bootstrap,
             group=args.group,
             prefix=args.prefix,
             wait_s=args.wait,
             timeout_s=args.timeout,
-        )
-    except (KafkaError, OSError, ValueError) as exc:
-        result = {"error": f"{type(exc).__name__}: {exc}"}
-    except Exception as exc:  # the process boundary: the supervisor gets one line, never a traceback
-        result = {"error": f"unexpected {type(exc).__name__}: {exc}"}
-    sys.stdout.write(json.dumps(result) + "\n")
-    return 0
+        ),
+        (KafkaError, OSError, ValueError),
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ Output: ``{"lag_s": 12.5, "lag_messages": 40, ...}`` or ``{"error": "..."}``.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -21,6 +19,7 @@ from llm_service.clients import kafka_options
 from llm_service.config import load_settings
 from llm_service.consumer_lag import measure
 from llm_service.errors import ConfigError
+from supervisor.probe_answer import answer
 
 
 def probe(timeout_s: float) -> dict[str, Any]:
@@ -38,14 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m supervisor.lag_probe")
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
-    try:
-        result = probe(args.timeout)
-    except (KafkaError, OSError, ValueError, LookupError, ConfigError) as exc:
-        result = {"error": f"{type(exc).__name__}: {exc}"}
-    except Exception as exc:  # the process boundary: the supervisor gets one line, never a traceback
-        result = {"error": f"unexpected {type(exc).__name__}: {exc}"}
-    sys.stdout.write(json.dumps(result) + "\n")
-    return 0
+    return answer(lambda: probe(args.timeout), (KafkaError, OSError, ValueError, LookupError, ConfigError))
 
 
 if __name__ == "__main__":

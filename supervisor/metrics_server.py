@@ -2,21 +2,21 @@
 
 Runs in the supervisor process. prometheus_client's own ``start_http_server`` would start a thread,
 and the supervisor forks workers at any moment (a fork with a thread running is unsafe, see
-docs/supervisor.md), so this is a minimal HTTP/1.x responder in the style of
-:mod:`supervisor.control_socket`: non-blocking sockets, one request per connection, the answer
-followed by a close. ``GET /metrics`` (or ``/``) returns the text the ``render`` callback builds at
+docs/supervisor.md), so this is a minimal HTTP/1.x responder on the client handling it shares with
+the status socket (supervisor/socket_clients.py): non-blocking sockets, one request per connection,
+the answer followed by a close. ``GET /metrics`` (or ``/``) returns the text the ``render`` callback builds at
 that moment; anything else gets 404/405. A client that never finishes its request costs a buffer
 until MAX_CLIENTS newer ones push it out.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import selectors
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from supervisor.socket_clients import Client, Clients
 
 log = logging.getLogger(__name__)
 
@@ -25,72 +25,39 @@ MAX_REQUEST = 8192  # request line and headers; a scrape sends a few hundred byt
 Render = Callable[[], tuple[bytes, str]]  # (body, content type)
 
 
-@dataclass(eq=False)
-class _Client:
-    sock: socket.socket
-    inbox: bytearray = field(default_factory=bytearray)
-    outbox: bytearray = field(default_factory=bytearray)
-    answered: bool = False
-
-
 class MetricsServer:
     """A TCP listener on ``addr:port`` answering Prometheus scrapes from the main loop."""
 
     def __init__(self, *, addr: str, port: int, selector: selectors.BaseSelector, render: Render) -> None:
         self.addr = addr
         self.port = port
-        self._selector = selector
         self._render = render
-        self._listener: socket.socket | None = None
-        self._clients: list[_Client] = []
+        self._clients = Clients(selector=selector, max_clients=MAX_CLIENTS, service=self._service)
 
     def open(self) -> None:
         """Bind and listen; OSError (address in use, bad address) goes to the caller."""
         listener = socket.create_server((self.addr, self.port), reuse_port=False)
-        listener.setblocking(False)
         self.port = listener.getsockname()[1]  # the real one when METRICS_PORT asked any free port
-        self._listener = listener
-        self._selector.register(listener, selectors.EVENT_READ, self._accept)
+        self._clients.serve(listener)
 
-    def _accept(self, mask: int) -> None:
-        if self._listener is None:
-            return
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        sock.setblocking(False)
-        if len(self._clients) >= MAX_CLIENTS:
-            self._drop(self._clients[0])
-        client = _Client(sock)
-        self._clients.append(client)
-        self._selector.register(sock, selectors.EVENT_READ, lambda m: self._service(client, m))
-
-    def _service(self, client: _Client, mask: int) -> None:
-        if mask & selectors.EVENT_READ and not client.answered:
+    def _service(self, client: Client, mask: int) -> None:
+        # ``closing`` here: answered, so nothing more is read; the client goes once the answer is out.
+        if mask & selectors.EVENT_READ and not client.closing:
             self._read(client)
         if client.outbox:
             self._write(client)
-        elif client.answered:
-            self._drop(client)
+        elif client.closing:
+            self._clients.drop(client)
 
-    def _read(self, client: _Client) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(client)
-            return
-        client.inbox += data
+    def _read(self, client: Client) -> None:
+        if not self._clients.receive(client):
+            return  # hung up before its request was complete: dropped by _service
         if b"\r\n\r\n" in client.inbox or b"\n\n" in client.inbox:
             client.outbox += self._answer(bytes(client.inbox).split(b"\n", 1)[0])
-            client.answered = True
+            client.closing = True
         elif len(client.inbox) > MAX_REQUEST:
             client.outbox += _response(431, b"request header too large\n", "text/plain")
-            client.answered = True
+            client.closing = True
 
     def _answer(self, request_line: bytes) -> bytes:
         parts = request_line.decode("latin-1").split()
@@ -108,43 +75,19 @@ class MetricsServer:
             return _response(500, b"internal error building the metrics\n", "text/plain")
         return _response(200, body, content_type, head=method == "HEAD")
 
-    def _write(self, client: _Client) -> None:
-        try:
-            sent = client.sock.send(client.outbox)
-            del client.outbox[:sent]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            client.outbox.clear()
+    def _write(self, client: Client) -> None:
+        self._clients.send(client)
         if not client.outbox:
-            self._drop(client)
+            self._clients.drop(client)
             return
-        self._selector.modify(client.sock, selectors.EVENT_WRITE, lambda m: self._service(client, m))
-
-    def _drop(self, client: _Client) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(client.sock)
-        client.sock.close()
-        with contextlib.suppress(ValueError):
-            self._clients.remove(client)
+        self._clients.watch(client, selectors.EVENT_WRITE)
 
     def close_in_child(self) -> None:
-        """In a freshly forked worker: close the inherited sockets without touching the shared epoll set."""
-        for client in self._clients:
-            client.sock.close()
-        self._clients = []
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        """In a freshly forked worker: close the inherited sockets (supervisor/socket_clients.py)."""
+        self._clients.close_in_child()
 
     def close(self) -> None:
-        for client in list(self._clients):
-            self._drop(client)
-        if self._listener is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(self._listener)
-            self._listener.close()
-            self._listener = None
+        self._clients.close()
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}

@@ -7,49 +7,25 @@ one slot at a time. Settings fixed at start (the socket path, the table size) ne
 supervisor, which the reload says in its log line. A reload that changes the consumer group or the
 tasks topic is refused: a rolling restart would run old and new workers side by side, two groups (or
 two topics) consuming at once, and the same task could be processed twice.
+
+Which setting is which is declared on the setting itself (``reload=`` in llm_service/config.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from llm_service.config import Settings
+from llm_service.config import Reload, Settings, reload_scope
 
-SUPERVISOR_ONLY = frozenset(
-    {
-        "worker_processes",
-        "worker_heartbeat_timeout",
-        "worker_drain_timeout",
-        "worker_max_tasks",
-        "worker_rss_soft_mb",
-        "worker_rss_hard_mb",
-        "worker_max_processes",
-        "worker_kill_grace_s",
-        "worker_min_uptime_s",
-        "worker_restart_backoff_s",
-        "worker_restart_backoff_max_s",
-        "worker_max_quick_failures",
-        "worker_fatal_cooloff_s",
-        "limit_cpu_percent",
-        "limit_ram_percent",
-        "alert_cpu_percent",
-        "alert_ram_percent",
-        "limit_disk_free_mb",
-        "limit_window_s",
-        "alert_bootstrap_failures",
-        "alert_kafka_errors_per_min",
-        "alert_avg_processing_s",
-        "alert_consumer_lag_s",
-        "supervisor_socket",
-        "supervisor_stop_margin_s",
-        "supervisor_lag_interval_s",
-        "metrics_port",
-        "metrics_addr",
-    }
-)
-FIXED_AT_START = frozenset({"supervisor_socket", "worker_max_processes", "metrics_port", "metrics_addr"})
-# The prefix too: old and new workers would hold two identities each, unchecked at start-up.
-REFUSED_ON_RELOAD = frozenset({"kafka_group_id", "kafka_tasks_topic", "worker_instance_prefix"})
+
+def _declared(*scopes: Reload) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(Settings) if reload_scope(f) in scopes)
+
+
+# Derived from each setting's ``reload=`` declaration in llm_service/config.py.
+SUPERVISOR_ONLY = _declared(Reload.IN_PLACE, Reload.AT_RESTART)
+FIXED_AT_START = _declared(Reload.AT_RESTART)
+REFUSED_ON_RELOAD = _declared(Reload.REFUSED)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

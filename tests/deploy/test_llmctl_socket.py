@@ -7,8 +7,7 @@ supervisor (fake workers) whose socket stands in for /run/llm-service/llm-superv
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,8 @@ from tests.supervisor.harness import Supervisor
 
 
 @pytest.fixture
-def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MINIO_", "GIGACHAT_", "WORKER_"))
-    }
-    env.update({"WORKER_PROCESSES": "1", "LIMIT_DISK_FREE_MB": "1", "RUNTIME_DIRECTORY": str(tmp_path)})
-    env.pop("NOTIFY_SOCKET", None)
-    sup = Supervisor(env=env, tmp_path=tmp_path)
-    try:
-        sup.running(1)
-        yield sup
-    finally:
-        sup.stop()
+def supervisor(lone_supervisor: Callable[..., Supervisor]) -> Supervisor:
+    return lone_supervisor()
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ checked as shipped. No systemd runs as PID 1 on the test machines: starting the 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,26 +78,9 @@ def test_logrotate_file_parses_without_errors(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def logging_supervisor(tmp_path: Path) -> Iterator[Supervisor]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MINIO_", "GIGACHAT_", "WORKER_"))
-    }
-    env.update(
-        {
-            "WORKER_PROCESSES": "1",
-            "LIMIT_DISK_FREE_MB": "1",
-            "RUNTIME_DIRECTORY": str(tmp_path),
-            "LOG_FILE": str(tmp_path / "logs" / "llm-service.log"),
-        }
-    )
-    env.pop("NOTIFY_SOCKET", None)
+def logging_supervisor(lone_supervisor: Callable[..., Supervisor], tmp_path: Path) -> Supervisor:
     (tmp_path / "logs").mkdir()
-    sup = Supervisor(env=env, tmp_path=tmp_path)
-    try:
-        sup.running(1)
-        yield sup
-    finally:
-        sup.stop()
+    return lone_supervisor(LOG_FILE=str(tmp_path / "logs" / "llm-service.log"))
 
 
 def test_logrotate_rotates_and_the_service_writes_to_the_new_file(

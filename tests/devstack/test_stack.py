@@ -6,27 +6,35 @@ import io
 import shutil
 import subprocess
 import uuid
+from typing import Any
 
 import requests
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
-from minio import Minio
 
 from devstack.stack import TASK_PARTITIONS, Stack
 
 
-def test_broker_round_trips_a_message(stack: Stack, unique_name: str) -> None:
-    stack.create_topic(unique_name, partitions=2)
+def _sent_once(
+    stack: Stack, topic: str, value: bytes, key: bytes | None = None, **options: Any
+) -> KafkaConsumer:
+    """Send one message to ``topic``; a consumer of a group named after it reads from the start."""
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    producer.send(unique_name, key=b"k", value="привет".encode()).get(timeout=30)
+    producer.send(topic, key=key, value=value).get(timeout=30)
     producer.close()
-    consumer = KafkaConsumer(
-        unique_name,
+    return KafkaConsumer(
+        topic,
         bootstrap_servers=stack.kafka_bootstrap,
-        group_id=unique_name,
+        group_id=topic,
         auto_offset_reset="earliest",
         consumer_timeout_ms=20000,
+        **options,
     )
+
+
+def test_broker_round_trips_a_message(stack: Stack, unique_name: str) -> None:
+    stack.create_topic(unique_name, partitions=2)
+    consumer = _sent_once(stack, unique_name, "привет".encode(), key=b"k")
     try:
         received = next(iter(consumer))
     finally:
@@ -48,13 +56,7 @@ def test_service_topics_exist_with_partitions(stack: Stack) -> None:
 
 
 def test_s3_server_stores_objects_through_the_minio_client(stack: Stack) -> None:
-    client = Minio(
-        stack.s3_endpoint,
-        access_key=stack.s3_access_key,
-        secret_key=stack.s3_secret_key,
-        secure=False,
-        region="us-east-1",
-    )
+    client = stack.s3.client()
     assert client.bucket_exists("llm-input") and client.bucket_exists("llm-output")
     key = f"docs/{uuid.uuid4().hex}.txt"
     body = "Съешь же ещё этих мягких французских булок".encode()
@@ -86,17 +88,7 @@ def test_emulator_answers_oauth_with_the_stack_key(stack: Stack) -> None:
 
 def test_runbook_consumer_groups_command_runs_against_the_broker(stack: Stack, unique_name: str) -> None:
     stack.create_topic(unique_name, partitions=1)
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    producer.send(unique_name, b"x").get(timeout=30)
-    producer.close()
-    consumer = KafkaConsumer(
-        unique_name,
-        bootstrap_servers=stack.kafka_bootstrap,
-        group_id=unique_name,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=20000,
-    )
+    consumer = _sent_once(stack, unique_name, b"x", enable_auto_commit=False)
     next(iter(consumer))
     consumer.commit()
     consumer.close()

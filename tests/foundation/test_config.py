@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from llm_service.config import SECRET_MASK, env_example, load_settings
+from llm_service.config import SECRET_MASK, Reload, Settings, env_example, load_settings, reload_scope
 from llm_service.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +100,13 @@ def test_missing_explicit_env_file_is_an_error(tmp_path: Path) -> None:
 def test_env_example_is_generated_from_the_declaration() -> None:
     committed = (REPO / ".env.example").read_text()
     assert committed == env_example(), "run: python -m llm_service.config example > .env.example"
+
+
+def test_every_setting_declares_its_reload_scope_and_the_example_shows_it() -> None:
+    example = env_example()
+    for f in dataclasses.fields(Settings):
+        assert isinstance(reload_scope(f), Reload), f.name
+        assert f"{f.metadata['help']} [reload: {reload_scope(f).value}]\n{f.name.upper()}=" in example
 
 
 def test_env_example_loads_as_a_valid_config(tmp_path: Path) -> None:

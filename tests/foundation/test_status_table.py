@@ -4,7 +4,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,13 +19,6 @@ from llm_service.status_table import (
 from llm_worker.error_codes import COUNTED, counted_index
 
 FORK = multiprocessing.get_context("fork")
-
-
-@pytest.fixture
-def table() -> Iterator[StatusTable]:
-    created = StatusTable.create(3)
-    yield created
-    created.close()
 
 
 def test_worker_writes_and_supervisor_reads(table: StatusTable) -> None:

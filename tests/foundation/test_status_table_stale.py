@@ -12,7 +12,7 @@ import os
 import signal
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import pytest
@@ -21,13 +21,6 @@ from llm_service.errors import StaleRecordError
 from llm_service.status_table import SlotSnapshot, StatusTable, WorkerState
 
 FORK = multiprocessing.get_context("fork")
-
-
-@pytest.fixture
-def table() -> Iterator[StatusTable]:
-    created = StatusTable.create(2)
-    yield created
-    created.close()
 
 
 def outcome_of(read: Callable[[], SlotSnapshot]) -> SlotSnapshot | BaseException:

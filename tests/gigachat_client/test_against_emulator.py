@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from llm_service.log_lines import BREAKER_OPEN
 from llm_service.status_table import Breaker
 from llm_worker.gigachat import BreakerSet, ChatResult, ConcurrencyLimiter, GigaChatClient, ModelBreaker
 from llm_worker.gigachat.limiter import read_cap
+from tests.gigachat_client.fakes import make_settings
 
 OAUTH_PATH = "/api/v2/oauth"
 CHAT_PATH = "/api/v1/chat/completions"
@@ -83,17 +84,37 @@ def emulator(emulator_process: Emulator) -> Emulator:
 
 
 def settings_for(emulator: Emulator, tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
+    """The fakes' settings aimed at the emulator, with a short timeout and short backoffs."""
+    at_emulator: dict[str, Any] = {
         "gigachat_auth_url": f"{emulator.base}{OAUTH_PATH}",
         "gigachat_api_url": f"{emulator.base}/api/v1",
-        "gigachat_auth_key": AUTH_KEY,
+        "gigachat_auth_key": AUTH_KEY,  # the emulator's, not the fakes' secret
         "gigachat_timeout_s": 5.0,
         "gigachat_backoff_base_s": 0.05,
         "gigachat_backoff_max_s": 0.5,
-        "gigachat_limiter_dir": str(tmp_path / "limiter"),
     }
-    values.update(overrides)
-    return Settings(**values)
+    return make_settings(tmp_path, **(at_emulator | overrides))
+
+
+def chats_from_threads(
+    threads: int, calls_each: int, call: Callable[[int, int], object], *, timeout: float
+) -> list[TaskError]:
+    """``call(thread, i)`` ``calls_each`` times in each of ``threads`` threads; the TaskErrors raised."""
+    errors: list[TaskError] = []
+
+    def worker(n: int) -> None:
+        for i in range(calls_each):
+            try:
+                call(n, i)
+            except TaskError as exc:
+                errors.append(exc)
+
+    started = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join(timeout)
+    return errors
 
 
 def make_client(settings: Settings, limiter: ConcurrencyLimiter | None = None) -> GigaChatClient:
@@ -159,20 +180,7 @@ def test_injected_500_and_429_are_retried_until_every_call_succeeds(
     emulator.control("config", {"error_rate": 0.3, "error_codes": [500, 429]})
     settings = settings_for(emulator, tmp_path, gigachat_call_attempts=12, gigachat_breaker_fail_max=50)
     client = make_client(settings)
-    errors: list[TaskError] = []
-
-    def worker(n: int) -> None:
-        for i in range(6):
-            try:
-                chat(client, f"err-{n}-{i}")
-            except TaskError as exc:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = chats_from_threads(4, 6, lambda n, i: chat(client, f"err-{n}-{i}"), timeout=60)
 
     assert errors == []
     statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
@@ -254,21 +262,14 @@ def test_host_limiter_adapts_to_a_one_stream_account(emulator: Emulator, tmp_pat
     limiters = [ConcurrencyLimiter.from_settings(settings) for _ in range(2)]
     clients = [make_client(settings, lim) for lim in limiters]
     caps: list[int] = []
-    errors: list[TaskError] = []
 
-    def worker(n: int) -> None:
-        for i in range(3):
-            try:
-                chat(clients[n % 2], f"lim-{n}-{i}")
-            except TaskError as exc:
-                errors.append(exc)
+    def call(n: int, i: int) -> None:
+        try:
+            chat(clients[n % 2], f"lim-{n}-{i}")
+        finally:
             caps.append(limiters[0].cap)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = chats_from_threads(8, 3, call, timeout=60)
 
     statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
     assert errors == []
@@ -303,20 +304,9 @@ def test_the_cap_settles_at_or_below_the_accounts_limit_with_few_429s(
     settings = settings_for(emulator, tmp_path, gigachat_max_concurrency=16, gigachat_call_attempts=20)
     limiters = [ConcurrencyLimiter.from_settings(settings) for _ in range(2)]
     clients = [make_client(settings, lim) for lim in limiters]
-    errors: list[TaskError] = []
-
-    def worker(n: int) -> None:
-        for i in range(8):
-            try:
-                chat(clients[n % 2], f"acct-{n}-{i}", deadline_s=120)
-            except TaskError as exc:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = chats_from_threads(
+        8, 8, lambda n, i: chat(clients[n % 2], f"acct-{n}-{i}", deadline_s=120), timeout=120
+    )
 
     statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
     record = read_cap(limiters[0].directory)

@@ -127,21 +127,28 @@ def test_only_the_thread_whose_probe_failed_is_told_so() -> None:
     assert not breaker.probe_failed()  # a refusal resets it: the flag is about the last call only
 
 
+def held_call(breaker: ModelBreaker) -> tuple[threading.Event, threading.Thread]:
+    """A call through ``breaker`` from another thread, inside it once this returns; it succeeds
+    when the returned event is set."""
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_ok() -> str:
+        inside.set()
+        release.wait(5)
+        return "ok"
+
+    caller = threading.Thread(target=breaker.call, args=(slow_ok,))
+    caller.start()
+    assert inside.wait(5)
+    return release, caller
+
+
 def test_half_open_admits_exactly_one_probe_while_others_are_refused() -> None:
     clock = FakeClock()
     breaker, _ = make(clock)
     trip(breaker, 3)
     clock.advance(10)
-    inside, release = threading.Event(), threading.Event()
-
-    def slow_probe() -> str:
-        inside.set()
-        release.wait(5)
-        return "ok"
-
-    probe = threading.Thread(target=breaker.call, args=(slow_probe,))
-    probe.start()
-    assert inside.wait(5)
+    release, probe = held_call(breaker)
     refused = 0
     for _ in range(5):
         try:
@@ -158,16 +165,7 @@ def test_half_open_admits_exactly_one_probe_while_others_are_refused() -> None:
 
 def test_a_call_started_before_the_breaker_opened_does_not_close_it() -> None:
     breaker, _ = make(FakeClock())
-    inside, release = threading.Event(), threading.Event()
-
-    def slow_ok() -> str:
-        inside.set()
-        release.wait(5)
-        return "ok"
-
-    late = threading.Thread(target=breaker.call, args=(slow_ok,))
-    late.start()
-    assert inside.wait(5)
+    release, late = held_call(breaker)
     trip(breaker, 3)
     release.set()
     late.join(5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -19,20 +18,9 @@ from llmctl.audit import find_problems
 from llmctl.stats import summarize
 from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import send, task_bytes
+from tests.worker.harness import run_llmctl, send, task_bytes
 
 GOOD, BAD_INPUT, BAD_PARAM = 5, 2, 1
-
-
-def _llmctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -47,11 +35,11 @@ def test_lag_counts_unprocessed_tasks_per_partition(bed: Testbed) -> None:
     env = bed.env()
     for i in range(3):
         send(bed.producer, names.tasks, task_bytes(f"lag-{i}", prompt="hi"), key=f"lag-{i}".encode())
-    lag = _json(_llmctl(env, "lag", "--json"))
+    lag = _json(run_llmctl(env, "lag", "--json"))
     assert lag["lag_messages"] == 3 and [p["partition"] for p in lag["partitions"]] == [0, 1]
     assert sum(p["lag_messages"] for p in lag["partitions"]) == 3
     assert 0 <= lag["lag_s"] < 120
-    human = _llmctl(env, "lag")
+    human = run_llmctl(env, "lag")
     assert (
         human.returncode == 0 and f"group {names.group} on {names.tasks}: 3 messages behind" in human.stdout
     )
@@ -60,7 +48,7 @@ def test_lag_counts_unprocessed_tasks_per_partition(bed: Testbed) -> None:
     status.wait_finals([f"lag-{i}" for i in range(3)], timeout=120)
 
     def caught_up() -> bool:
-        return bool(_json(_llmctl(env, "lag", "--json"))["lag_messages"] == 0)
+        return bool(_json(run_llmctl(env, "lag", "--json"))["lag_messages"] == 0)
 
     wait_until(caught_up, timeout=60, what="lag back to 0 after the commits")
 
@@ -72,7 +60,7 @@ def test_stats_and_audit_on_real_tasks_then_a_broken_history(bed: Testbed) -> No
     ids = _run_mixed_tasks(bed)
     finals = bed.status_log().wait_finals(ids, timeout=180)
 
-    figures = _json(_llmctl(env, "stats", "--since", "1h", "--json"))
+    figures = _json(run_llmctl(env, "stats", "--since", "1h", "--json"))
     assert figures["tasks"] == len(ids)
     assert figures["by_status"] == {"COMPLETED": GOOD, "FAILED": BAD_INPUT + BAD_PARAM, "NO_FINAL_STATUS": 0}
     assert figures["top_errors"] == {"INPUT_NOT_FOUND": BAD_INPUT, "INVALID_TASK": BAD_PARAM}
@@ -81,10 +69,10 @@ def test_stats_and_audit_on_real_tasks_then_a_broken_history(bed: Testbed) -> No
     completed_ms = [f[0]["processing_ms"] for f in finals.values() if f[0]["status"] == 3]
     assert figures["processing_ms"]["count"] == GOOD
     assert figures["processing_ms"]["avg"] == pytest.approx(sum(completed_ms) / GOOD, abs=0.1)
-    human = _llmctl(env, "stats", "--since", "7d")
+    human = run_llmctl(env, "stats", "--since", "7d")
     assert human.returncode == 0 and f"{len(ids)} tasks" in human.stdout and "INPUT_NOT_FOUND" in human.stdout
 
-    clean = _llmctl(env, "audit", "--since", "1h")
+    clean = run_llmctl(env, "audit", "--since", "1h")
     assert (clean.returncode, clean.stdout) == (0, ""), clean.stdout + clean.stderr
     assert f"audit ok: {len(ids)} tasks" in clean.stderr
 
@@ -97,7 +85,7 @@ def test_stats_and_audit_on_real_tasks_then_a_broken_history(bed: Testbed) -> No
         json.dumps({**twice, "ts": "2026-01-01T00:00:00.000Z"}).encode(),
         b"good-1",
     )
-    broken = _llmctl(env, "audit", "--since", "1h")
+    broken = run_llmctl(env, "audit", "--since", "1h")
     assert broken.returncode == 1, broken.stderr
     assert broken.stdout.splitlines() == [
         f"good-0: COMPLETED but result object {victim['bucket']}/{victim['key']} is missing",

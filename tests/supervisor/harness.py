@@ -47,8 +47,13 @@ class Supervisor:
         tmp_path: Path,
         fake: bool = True,
         env_file: Path | None = None,
+        env_text: str | None = None,
         name: str = "supervisor",
     ) -> None:
+        if env_text is not None:  # the --env-file, written for this supervisor
+            env_file = tmp_path / f"{name}.env"
+            env_file.write_text(env_text)
+        self.env_file = env_file
         self.socket = str(tmp_path / f"{name}.sock")
         self.log_path = tmp_path / f"{name}.log"
         self.env = {**env, "SUPERVISOR_SOCKET": self.socket, "PYTHONPATH": str(REPO)}
@@ -68,8 +73,24 @@ class Supervisor:
             cwd=tmp_path,
         )
 
+    def rewrite_env(self, text: str) -> None:
+        """Replace the contents of the --env-file it was started with (before a reload)."""
+        assert self.env_file is not None, "started without an env file"
+        self.env_file.write_text(text)
+
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def llmctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed ``llmctl ARGS --socket <ours>``, output as text; the caller judges the exit code."""
+        return subprocess.run(
+            ["llmctl", *args, "--socket", self.socket],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=self.env,
+            check=False,
+        )
 
     def ask(self, cmd: str, **args: Any) -> dict[str, Any]:
         return request(self.socket, cmd, **args)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections import Counter
 from typing import Any
 
@@ -72,14 +71,9 @@ def _send_all(
 
 
 def _restarts(sup: Supervisor) -> list[int]:
-    out = subprocess.run(
-        ["llmctl", "status", "--json", "--socket", sup.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=sup.env,
-        check=True,
-    ).stdout
+    done = sup.llmctl("status", "--json")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     return [w["restarts"] for w in json.loads(out)["workers"]]
 
 

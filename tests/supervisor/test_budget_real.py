@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from kafka import KafkaProducer
 
-from tests.supervisor.conftest import StartSupervisor
+from tests.supervisor.conftest import SendTasks, StartSupervisor
 from tests.supervisor.harness import Supervisor
 from tests.waiting import wait_until
-from tests.worker.harness import EmulatorControl, Names, StatusLog, hold_for, task_bytes
+from tests.worker.harness import EmulatorControl, StatusLog, hold_for
 
 pytestmark = pytest.mark.stack
 
@@ -32,19 +30,6 @@ def billing(emulator: EmulatorControl) -> Iterator[str]:
     url = f"{emulator.url}/_emulator/billing"
     yield url
     requests.post(url, json={"refuse": 0, "enforce": False}, timeout=10).raise_for_status()
-
-
-def submit(
-    producer: KafkaProducer, names: Names, prefix: str, n: int, *, team: str | None = None, key: str = ""
-) -> list[str]:
-    ids = [f"{prefix}-{i}" for i in range(n)]
-    for task_id in ids:
-        fields: dict[str, Any] = {"prompt": f"say {task_id}"}
-        if team is not None:
-            fields["metadata"] = {"team": team}
-        producer.send(names.tasks, key=(key or task_id).encode(), value=task_bytes(task_id, **fields))
-    producer.flush(timeout=30)
-    return ids
 
 
 def finals(status_log: StatusLog, ids: list[str]) -> dict[str, int]:
@@ -88,13 +73,11 @@ def wait_stalled(sup: Supervisor, status_log: StatusLog, ids: list[str]) -> int:
 
 
 def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
-    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog, tmp_path: Path
+    start_real: StartSupervisor, send_tasks: SendTasks, status_log: StatusLog
 ) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("GIGACHAT_TOKEN_BUDGET_DAILY=300\n")
-    sup = start_real(env_file=env_file)
+    sup = start_real(env_text="GIGACHAT_TOKEN_BUDGET_DAILY=300\n")
     sup.running(2, timeout=60)
-    ids = submit(producer, names, "pool", 40)
+    ids = send_tasks("pool", 40)
     wait_until(lambda: "token_budget_exhausted" in alerts(sup), timeout=90, what="the budget alert")
     done = wait_stalled(sup, status_log, ids)
     assert 0 < done < len(ids), f"{done} of {len(ids)} done: the budget should run out mid-run"
@@ -104,13 +87,13 @@ def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
 
     # The books outlive the whole pool: a new supervisor (new workers) on the same day still waits.
     assert sup.stop() == 0
-    sup = start_real(env_file=env_file)
+    sup = start_real(env_file=sup.env_file)
     sup.running(2, timeout=60)
     wait_until(lambda: "token_budget_exhausted" in alerts(sup), timeout=60, what="the alert after a restart")
     assert budget(sup)["pool"]["spent"] == spent["pool"]["spent"]
     assert wait_stalled(sup, status_log, ids) == done
 
-    env_file.write_text("GIGACHAT_TOKEN_BUDGET_DAILY=10000000\n")
+    sup.rewrite_env("GIGACHAT_TOKEN_BUDGET_DAILY=10000000\n")
     sup.signal(signal.SIGHUP)
     done_all = status_log.wait_finals(ids, timeout=180)
     assert all(e["status"] == COMPLETED for events in done_all.values() for e in events)
@@ -119,15 +102,15 @@ def test_pool_budget_runs_out_tasks_wait_and_sighup_raising_it_finishes_them(
 
 
 def test_a_spent_tenant_waits_while_another_tenants_tasks_on_the_same_partition_finish(
-    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog, tmp_path: Path
+    start_real: StartSupervisor, send_tasks: SendTasks, status_log: StatusLog
 ) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=150,ops=10000000\n")
-    sup = start_real(env_file=env_file)
+    sup = start_real(
+        env_text="TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=150,ops=10000000\n"
+    )
     sup.running(2, timeout=60)
     # One key: every task on one partition, sales first, so a blocking design would stall ops.
-    sales = submit(producer, names, "sales", 30, team="sales", key="one")
-    ops = submit(producer, names, "ops", 30, team="ops", key="one")
+    sales = send_tasks("sales", 30, metadata={"team": "sales"}, key="one")
+    ops = send_tasks("ops", 30, metadata={"team": "ops"}, key="one")
     wait_until(lambda: "token_budget_exhausted" in alerts(sup), timeout=90, what="the budget alert")
     status_log.wait_finals(ops, timeout=180)
     assert count(status_log, ops, COMPLETED) == len(ops)
@@ -138,7 +121,7 @@ def test_a_spent_tenant_waits_while_another_tenants_tasks_on_the_same_partition_
     assert tenants["sales"]["remaining"] == 0 and tenants["ops"]["remaining"] > 0
     assert budget(sup)["intake_paused_reason"] is None  # the pool keeps taking tasks
 
-    env_file.write_text("TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=10000000\n")
+    sup.rewrite_env("TASK_TENANT_FIELD=metadata.team\nGIGACHAT_TENANT_BUDGETS=sales=10000000\n")
     sup.signal(signal.SIGHUP)
     done_all = status_log.wait_finals(sales, timeout=180)
     assert all(e["status"] == COMPLETED for events in done_all.values() for e in events)
@@ -147,8 +130,7 @@ def test_a_spent_tenant_waits_while_another_tenants_tasks_on_the_same_partition_
 def test_a_402_window_pauses_intake_and_it_resumes_by_itself_with_none_failed(
     *,
     start_real: StartSupervisor,
-    producer: KafkaProducer,
-    names: Names,
+    send_tasks: SendTasks,
     status_log: StatusLog,
     emulator: EmulatorControl,
     billing: str,
@@ -156,7 +138,7 @@ def test_a_402_window_pauses_intake_and_it_resumes_by_itself_with_none_failed(
     emulator.config(latency=0.2)
     sup = start_real(GIGACHAT_PAYMENT_PROBE_S="2")
     sup.running(2, timeout=60)
-    ids = submit(producer, names, "pay", 40)
+    ids = send_tasks("pay", 40)
     wait_until(lambda: count(status_log, ids, COMPLETED) >= 5, timeout=60, what="work under way")
     requests.post(billing, json={"refuse": 402}, timeout=10).raise_for_status()
     wait_until(lambda: "model_payment_required" in alerts(sup), timeout=60, what="the payment alert")
@@ -180,7 +162,7 @@ def refusals(emulator: EmulatorControl) -> int:
 
 
 def test_the_balance_read_falls_with_usage_and_warns_below_the_threshold(
-    start_real: StartSupervisor, producer: KafkaProducer, names: Names, status_log: StatusLog, billing: str
+    start_real: StartSupervisor, send_tasks: SendTasks, status_log: StatusLog, billing: str
 ) -> None:
     packages = {"GigaChat": 2000, "GigaChat-Pro": 2000, "GigaChat-Max": 2000}
     requests.post(billing, json={"packages": packages}, timeout=10).raise_for_status()
@@ -190,7 +172,7 @@ def test_the_balance_read_falls_with_usage_and_warns_below_the_threshold(
         lambda: (budget(sup)["balance"] or {}).get("packages") == packages, timeout=60, what="a reading"
     )
     assert "model_balance_low" not in alerts(sup)
-    ids = submit(producer, names, "bal", 30)
+    ids = send_tasks("bal", 30)
     status_log.wait_finals(ids, timeout=180)
     assert count(status_log, ids, COMPLETED) == len(ids)
     used = requests.get(billing, timeout=10).json()["used"]

@@ -10,7 +10,7 @@ import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -19,8 +19,21 @@ from llm_service.socket_protocol import Request
 from supervisor.control_socket import BATCH, ControlServer
 
 
+class Served(NamedTuple):
+    server: ControlServer
+    selector: selectors.BaseSelector
+    seen: list[Request]  # what the handler was asked, in order
+
+
+def connect(server: ControlServer) -> socket.socket:
+    """A client connected to ``server`` (blocking until the test says otherwise)."""
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(server.path)
+    return client
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[ControlServer, selectors.BaseSelector, list[Request]]]:
+def served(tmp_path: Path) -> Iterator[Served]:
     selector = selectors.DefaultSelector()
     seen: list[Request] = []
 
@@ -30,7 +43,7 @@ def served(tmp_path: Path) -> Iterator[tuple[ControlServer, selectors.BaseSelect
 
     server = ControlServer(path=str(tmp_path / "s.sock"), selector=selector, handler=handler)
     server.open()
-    yield server, selector, seen
+    yield Served(server, selector, seen)
     server.close()
     selector.close()
 
@@ -41,17 +54,14 @@ def pump(selector: selectors.BaseSelector, rounds: int = 5) -> None:
             key.data(mask)
 
 
-def test_socket_mode_is_0660(served: tuple[ControlServer, selectors.BaseSelector, list[Request]]) -> None:
+def test_socket_mode_is_0660(served: Served) -> None:
     server, _, _ = served
     assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o660
 
 
-def test_one_reply_per_line_in_order(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
-) -> None:
+def test_one_reply_per_line_in_order(served: Served) -> None:
     server, selector, seen = served
-    client = socket.socket(socket.AF_UNIX)
-    client.connect(server.path)
+    client = connect(server)
     client.sendall(b'{"cmd":"status"}\n{"cmd":"scale","n":2}\n{"cmd":"nope"}\n{"cmd":"hea')
     pump(selector)
     client.sendall(b'lth"}\n')
@@ -66,21 +76,16 @@ def test_one_reply_per_line_in_order(
     pump(selector)
 
 
-def test_oversized_request_is_refused(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
-) -> None:
+def test_oversized_request_is_refused(served: Served) -> None:
     server, selector, _ = served
-    client = socket.socket(socket.AF_UNIX)
-    client.connect(server.path)
+    client = connect(server)
     client.sendall(b"x" * 70_000)
     pump(selector, 10)
     client.settimeout(2)
     assert b"longer than" in client.makefile("rb").readline()
 
 
-def test_a_live_server_is_not_displaced_and_a_stale_file_is_replaced(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]], tmp_path: Path
-) -> None:
+def test_a_live_server_is_not_displaced_and_a_stale_file_is_replaced(served: Served, tmp_path: Path) -> None:
     server, selector, _ = served
     with pytest.raises(ConfigError, match="another supervisor"):
         ControlServer(path=server.path, selector=selector, handler=lambda r: {}).open()
@@ -98,15 +103,12 @@ def registered_fds(selector: selectors.BaseSelector) -> int:
     return len(selector.get_map())
 
 
-def test_a_client_that_hangs_up_after_its_reply_is_unregistered_and_closed(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
-) -> None:
+def test_a_client_that_hangs_up_after_its_reply_is_unregistered_and_closed(served: Served) -> None:
     """The fd leak of issue 7: on EOF with an empty outbox nothing closed the client, epoll spun."""
     server, selector, _ = served
     idle = registered_fds(selector)
     for _ in range(50):
-        client = socket.socket(socket.AF_UNIX)
-        client.connect(server.path)
+        client = connect(server)
         client.sendall(b'{"cmd":"status"}\n')
         pump(selector, 2)
         client.settimeout(2)
@@ -118,12 +120,9 @@ def test_a_client_that_hangs_up_after_its_reply_is_unregistered_and_closed(
     assert selector.select(0.05) == []  # nothing left to wake the loop
 
 
-def test_a_half_closed_client_still_gets_its_reply(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
-) -> None:
+def test_a_half_closed_client_still_gets_its_reply(served: Served) -> None:
     server, selector, _ = served
-    client = socket.socket(socket.AF_UNIX)
-    client.connect(server.path)
+    client = connect(server)
     client.sendall(b'{"cmd":"status"}\n{"cmd":"health"}\n')
     client.shutdown(socket.SHUT_WR)  # `printf ... | nc -U`: request sent, then EOF
     pump(selector, 5)
@@ -146,8 +145,7 @@ def test_a_handler_bug_gives_one_error_reply_and_the_next_client_is_served(tmp_p
     server = ControlServer(path=str(tmp_path / "s.sock"), selector=selector, handler=handler)
     server.open()
     try:
-        client = socket.socket(socket.AF_UNIX)
-        client.connect(server.path)
+        client = connect(server)
         client.sendall(b'{"cmd":"reload"}\n{"cmd":"health"}\n{"cmd":"status"}\n')
         pump(selector)
         client.settimeout(2)
@@ -161,12 +159,9 @@ def test_a_handler_bug_gives_one_error_reply_and_the_next_client_is_served(tmp_p
         selector.close()
 
 
-def test_pipelined_requests_are_all_answered_in_bounded_batches(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
-) -> None:
+def test_pipelined_requests_are_all_answered_in_bounded_batches(served: Served) -> None:
     server, selector, seen = served
-    client = socket.socket(socket.AF_UNIX)
-    client.connect(server.path)
+    client = connect(server)
     client.setblocking(False)
     payload = b'{"cmd":"status"}\n' * 3000
     received = bytearray()
@@ -186,12 +181,9 @@ def test_pipelined_requests_are_all_answered_in_bounded_batches(
     client.close()
 
 
-def test_a_greedy_client_that_never_reads_does_not_starve_another(
-    served: tuple[ControlServer, selectors.BaseSelector, list[Request]],
-) -> None:
+def test_a_greedy_client_that_never_reads_does_not_starve_another(served: Served) -> None:
     server, selector, seen = served
-    greedy = socket.socket(socket.AF_UNIX)
-    greedy.connect(server.path)
+    greedy = connect(server)
     greedy.setblocking(False)
     with contextlib.suppress(BlockingIOError):
         for _ in range(100_000):
@@ -200,8 +192,7 @@ def test_a_greedy_client_that_never_reads_does_not_starve_another(
     answered = len(seen)
     pump(selector, 20)
     assert len(seen) == answered  # it reads nothing, so it is no longer served: bounded outbox
-    polite = socket.socket(socket.AF_UNIX)
-    polite.connect(server.path)
+    polite = connect(server)
     polite.sendall(b'{"cmd":"health"}\n')
     pump(selector, 5)
     polite.settimeout(2)

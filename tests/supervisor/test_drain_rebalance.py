@@ -13,12 +13,12 @@ import signal
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from devstack.stack import Stack
-from tests.supervisor.conftest import StartSupervisor
+from tests.kafka_groups import group_rows
+from tests.supervisor.conftest import SendTasks, StartSupervisor
 from tests.supervisor.harness import Supervisor
-from tests.supervisor.test_process_real_worker import assert_all_completed, submit
+from tests.supervisor.test_process_real_worker import assert_all_completed
 from tests.waiting import wait_until
 from tests.worker.harness import EmulatorControl, Names, StatusLog
 
@@ -27,27 +27,9 @@ pytestmark = pytest.mark.stack
 
 def group_settled(stack: Stack, group: str, members: int) -> bool:
     """The broker says: the group is Stable and each of ``members`` members owns a partition."""
-    state = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-        "--state",
-    ).stdout
-    if not any(line.startswith(group) and "Stable" in line.split() for line in state.splitlines()):
+    if not any("Stable" in row for row in group_rows(stack, group, "--state")):
         return False
-    out = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-        "--members",
-    ).stdout
-    owned = [line.split()[-1] for line in out.splitlines() if line.startswith(group)]
+    owned = [row[-1] for row in group_rows(stack, group, "--members")]
     return len(owned) == members and all(n.isdigit() and int(n) > 0 for n in owned)
 
 
@@ -71,7 +53,7 @@ def assert_nothing_started(sup: Supervisor, status_log: StatusLog) -> None:
 def test_partitions_assigned_while_drained_start_paused(
     *,
     start_real: StartSupervisor,
-    producer: KafkaProducer,
+    send_tasks: SendTasks,
     names: Names,
     status_log: StatusLog,
     emulator: EmulatorControl,
@@ -87,7 +69,7 @@ def test_partitions_assigned_while_drained_start_paused(
         timeout=30,
         what="worker 0 PAUSED",
     )
-    ids = submit(producer, names, "drained", 30)
+    ids = send_tasks("drained", 30)
 
     assert sup.ask("scale", n=2)["ok"]
     # State, not time: the new worker logged its partitions, the broker shows a Stable group with

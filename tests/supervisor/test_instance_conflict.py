@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,28 +25,14 @@ from supervisor.health import HealthInputs, find_alerts
 from supervisor.limits import HostReading
 from supervisor.pool import Pool
 from supervisor.slot import SlotState
+from tests.supervisor import test_pool
 from tests.supervisor.fakes import FakeClock, FakeOps, settings
 from tests.supervisor.test_arbiter import World
 from tests.supervisor.test_pool import report_running, state_of
 
 
-@pytest.fixture
-def table() -> Iterator[StatusTable]:
-    t = StatusTable.create(4)
-    yield t
-    t.close()
-
-
 def make_pool(table: StatusTable, ops: FakeOps, clock: FakeClock, prefix: str = "") -> Pool:
-    pool = Pool(
-        settings=settings(worker_processes=2, worker_max_processes=4, worker_instance_prefix=prefix),
-        table=table,
-        ops=ops,
-        clock=clock,
-        hostname="box.example",
-        rand=lambda: 0.5,
-        in_child=lambda: None,
-    )
+    pool = test_pool.make_pool(table, ops, clock, hostname="box.example", worker_instance_prefix=prefix)
     pool.fill()
     report_running(table, pool, clock)
     return pool

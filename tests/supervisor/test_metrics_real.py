@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.procs import free_port
-from tests.supervisor.conftest import StartSupervisor
+from tests.supervisor.conftest import SendTasks, StartSupervisor
 from tests.supervisor.harness import Supervisor
 from tests.waiting import wait_until
 from tests.worker.harness import EmulatorControl, Names, StatusLog, task_bytes
@@ -66,12 +66,6 @@ class Scraper:
         return self.samples[-1].get(_key(name, **labels))
 
 
-def _submit(producer: KafkaProducer, names: Names, ids: list[str]) -> None:
-    for task_id in ids:
-        producer.send(names.tasks, key=task_id.encode(), value=task_bytes(task_id, prompt=f"say {task_id}"))
-    producer.flush(timeout=30)
-
-
 def _start(start_real: StartSupervisor) -> tuple[Supervisor, Scraper]:
     port = free_port()
     sup = start_real(METRICS_PORT=str(port), METRICS_ADDR="127.0.0.1", SUPERVISOR_LAG_INTERVAL_S="1")
@@ -81,16 +75,14 @@ def _start(start_real: StartSupervisor) -> tuple[Supervisor, Scraper]:
 
 def test_counters_move_lag_falls_to_zero_and_nothing_resets_on_kill_9(
     start_real: StartSupervisor,
-    producer: KafkaProducer,
-    names: Names,
+    send_tasks: SendTasks,
     status_log: StatusLog,
     emulator: EmulatorControl,
 ) -> None:
     emulator.config(latency=0.2)
     sup, metrics = _start(start_real)
     assert metrics.value("llm_service_tasks_total", code="", status="completed") == 0
-    ids = [f"m-{i}" for i in range(240)]
-    _submit(producer, names, ids)
+    ids = send_tasks("m", 240)
     wait_until(lambda: metrics.value("llm_service_consumer_lag_messages") > 0, timeout=60, what="lag > 0")
     wait_until(
         lambda: metrics.value("llm_service_tasks_total", code="", status="completed") >= 20,

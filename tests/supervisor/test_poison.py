@@ -52,15 +52,7 @@ def test_a_message_that_kills_its_worker_every_time_is_quarantined(
     emulator: EmulatorControl,
 ) -> None:
     emulator.config(latency=0.5)
-    # Load shedding off: other test stacks may load this host's CPU; this test is not about shedding.
-    sup = start_real(
-        WORKER_PROCESSES="1",
-        WORKER_MAX_CONCURRENT_TASKS="4",
-        LIMIT_CPU_PERCENT="100",
-        ALERT_CPU_PERCENT="100",
-        LIMIT_RAM_PERCENT="100",
-        ALERT_RAM_PERCENT="100",
-    )
+    sup = start_real(WORKER_PROCESSES="1")  # load shedding is off in every start_real (conftest)
     sup.running(1, timeout=60)
     ids = ["poison-1"] + [f"good-{i}" for i in range(6)]
     for task_id in ids:  # one partition: the good tasks queue behind (and beside) the poison one

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,13 +11,6 @@ from llm_service.status_table import StatusTable, WorkerState
 from supervisor.pool import Pool
 from supervisor.slot import Slot, SlotState, StopReason
 from tests.supervisor.fakes import FakeClock, FakeOps, settings
-
-
-@pytest.fixture
-def table() -> Iterator[StatusTable]:
-    t = StatusTable.create(4)
-    yield t
-    t.close()
 
 
 @pytest.fixture
@@ -31,7 +23,9 @@ def ops() -> FakeOps:
     return FakeOps()
 
 
-def make_pool(table: StatusTable, ops: FakeOps, clock: FakeClock, **overrides: object) -> Pool:
+def make_pool(
+    table: StatusTable, ops: FakeOps, clock: FakeClock, *, hostname: str = "h", **overrides: object
+) -> Pool:
     values: dict[str, object] = {
         "worker_processes": 2,
         "worker_heartbeat_timeout": 10,
@@ -45,7 +39,7 @@ def make_pool(table: StatusTable, ops: FakeOps, clock: FakeClock, **overrides: o
         table=table,
         ops=ops,
         clock=clock,
-        hostname="h",
+        hostname=hostname,
         rand=lambda: 0.5,
         in_child=lambda: None,
     )

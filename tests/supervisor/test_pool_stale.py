@@ -9,9 +9,9 @@ import pytest
 from llm_service.status_table import StatusTable
 from supervisor.pool import STALE_WARN_READS
 from tests.supervisor.fakes import FakeClock, FakeOps
-from tests.supervisor.test_pool import clock, ops, running_pool, table
+from tests.supervisor.test_pool import clock, ops, running_pool
 
-__all__ = ["clock", "ops", "table"]
+__all__ = ["clock", "ops"]
 
 
 def test_a_stale_record_is_judged_by_its_last_good_reading_then_as_hung(

@@ -50,9 +50,9 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 def start(tmp_path: Path, base_env: dict[str, str]) -> Iterator[Start]:
     started: list[Supervisor] = []
 
-    def run(env_file: Path | None = None, **env: str) -> Supervisor:
+    def run(env_text: str | None = None, **env: str) -> Supervisor:
         sup = Supervisor(
-            env={**base_env, **env}, tmp_path=tmp_path, env_file=env_file, name=f"sup{len(started)}"
+            env={**base_env, **env}, tmp_path=tmp_path, env_text=env_text, name=f"sup{len(started)}"
         )
         started.append(sup)
         return sup
@@ -60,17 +60,6 @@ def start(tmp_path: Path, base_env: dict[str, str]) -> Iterator[Start]:
     yield run
     for sup in started:
         sup.stop()
-
-
-def llmctl(sup: Supervisor, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["llmctl", *args, "--socket", sup.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=sup.env,
-        check=False,
-    )
 
 
 def test_kill_9_is_replaced_within_a_second(start: Start) -> None:
@@ -142,12 +131,10 @@ def test_second_sigterm_forces(start: Start) -> None:
     assert "forcing the stop (step 2 of 2)" in sup.log_text()
 
 
-def test_broken_env_on_sighup_keeps_the_old_config(start: Start, tmp_path: Path) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=4\n")
-    sup = start(env_file=env_file)
+def test_broken_env_on_sighup_keeps_the_old_config(start: Start) -> None:
+    sup = start(env_text="WORKER_MAX_CONCURRENT_TASKS=4\n")
     pids = {w["pid"] for w in sup.running(2)}
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=lots\n")
+    sup.rewrite_env("WORKER_MAX_CONCURRENT_TASKS=lots\n")
     sup.signal(signal.SIGHUP)
     wait_until(lambda: "rejected" in sup.log_text(), timeout=5, what="the reload's verdict")
     lines = [line for line in sup.log_text().splitlines() if "Reload" in line]
@@ -159,12 +146,10 @@ def test_broken_env_on_sighup_keeps_the_old_config(start: Start, tmp_path: Path)
     )
 
 
-def test_good_sighup_replaces_workers_one_at_a_time(start: Start, tmp_path: Path) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=4\n")
-    sup = start(env_file=env_file)
+def test_good_sighup_replaces_workers_one_at_a_time(start: Start) -> None:
+    sup = start(env_text="WORKER_MAX_CONCURRENT_TASKS=4\n")
     old = {w["pid"] for w in sup.running(2)}
-    env_file.write_text("WORKER_MAX_CONCURRENT_TASKS=6\n")
+    sup.rewrite_env("WORKER_MAX_CONCURRENT_TASKS=6\n")
     sup.signal(signal.SIGHUP)
     most_out = 0
 
@@ -183,25 +168,25 @@ def test_good_sighup_replaces_workers_one_at_a_time(start: Start, tmp_path: Path
 def test_llmctl_status_health_scale_drain(start: Start) -> None:
     sup = start()
     sup.running(2)
-    status = llmctl(sup, "status", "--json")
+    status = sup.llmctl("status", "--json")
     assert status.returncode == 0 and '"heartbeat_age_s"' in status.stdout
-    health = llmctl(sup, "health")
+    health = sup.llmctl("health")
     assert (health.returncode, health.stdout.strip()) == (0, "ok")
-    table = llmctl(sup, "status", "--table")  # stdout is a pipe here: the table only because asked
+    table = sup.llmctl("status", "--table")  # stdout is a pipe here: the table only because asked
     assert table.returncode == 0 and table.stdout.startswith("health: ok") and "HEARTBEAT_S" in table.stdout
-    scaled = llmctl(sup, "scale", "3")
+    scaled = sup.llmctl("scale", "3")
     assert (scaled.returncode, scaled.stdout) == (0, "scaled: 3 workers wanted\n")
     sup.running(3)
-    drained = llmctl(sup, "drain")
+    drained = sup.llmctl("drain")
     assert (drained.returncode, drained.stdout) == (0, "intake paused: no new tasks taken\n")
-    wait_until(lambda: llmctl(sup, "health").returncode == 1, timeout=5, what="health degraded")
+    wait_until(lambda: sup.llmctl("health").returncode == 1, timeout=5, what="health degraded")
     assert all(w["control"]["intake_paused"] for w in sup.workers())
-    resumed = llmctl(sup, "resume", "--json")
+    resumed = sup.llmctl("resume", "--json")
     assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"ok": True, "intake_paused": False}
-    wait_until(lambda: llmctl(sup, "health").returncode == 0, timeout=5, what="health ok")
-    refused = llmctl(sup, "scale", "99")
+    wait_until(lambda: sup.llmctl("health").returncode == 0, timeout=5, what="health ok")
+    refused = sup.llmctl("scale", "99")
     assert refused.returncode == 1 and refused.stdout.startswith("scale refused: ")
-    reloaded = llmctl(sup, "reload")
+    reloaded = sup.llmctl("reload")
     assert (reloaded.returncode, reloaded.stdout) == (0, "reloaded: no setting changed\n")
 
 
@@ -212,8 +197,8 @@ def test_llmctl_health_failing_and_unreachable(start: Start, tmp_path: Path) -> 
         WORKER_RESTART_BACKOFF_S="0.05",
         WORKER_MAX_QUICK_FAILURES="3",
     )
-    wait_until(lambda: llmctl(sup, "health").returncode == 2, timeout=10, what="health failing")
-    out = llmctl(sup, "health").stdout
+    wait_until(lambda: sup.llmctl("health").returncode == 2, timeout=10, what="health failing")
+    out = sup.llmctl("health").stdout
     assert out.startswith("failing") and "worker_fatal" in out and "bootstrap_failing" in out
     gone = subprocess.run(
         ["llmctl", "health", "--socket", str(tmp_path / "none.sock")],

@@ -16,23 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from devstack.stack import Stack
-from tests.supervisor.conftest import StartSupervisor
+from tests.kafka_groups import group_rows
+from tests.supervisor.conftest import SendTasks, StartSupervisor
 from tests.supervisor.harness import CONTRACT_WORKER_FIELDS, Supervisor
 from tests.waiting import wait_until
-from tests.worker.harness import EmulatorControl, Names, StatusLog, task_bytes
+from tests.worker.harness import EmulatorControl, Names, StatusLog
 
 pytestmark = pytest.mark.stack
-
-
-def submit(producer: KafkaProducer, names: Names, prefix: str, n: int) -> list[str]:
-    ids = [f"{prefix}-{i}" for i in range(n)]
-    for task_id in ids:
-        producer.send(names.tasks, key=task_id.encode(), value=task_bytes(task_id, prompt=f"say {task_id}"))
-    producer.flush(timeout=30)
-    return ids
 
 
 def assert_all_completed(status_log: StatusLog, ids: list[str], timeout: float = 120) -> None:
@@ -47,29 +39,19 @@ def started_by(status_log: StatusLog, worker_id: str) -> bool:
 
 
 def members(stack: Stack, group: str) -> int:
-    out = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-        "--members",
-    ).stdout
-    return sum(1 for line in out.splitlines() if line.startswith(group))
+    return len(group_rows(stack, group, "--members"))
 
 
 def test_kill_9_under_load_heals_fast_and_loses_nothing(
     start_real: StartSupervisor,
-    producer: KafkaProducer,
-    names: Names,
+    send_tasks: SendTasks,
     status_log: StatusLog,
     emulator: EmulatorControl,
 ) -> None:
     emulator.config(latency=0.3)
     sup = start_real()
     old = sup.running(2, timeout=60)[1]
-    ids = submit(producer, names, "k9", 300)
+    ids = send_tasks("k9", 300)
     wait_until(lambda: started_by(status_log, old["worker_id"]), timeout=30, what="slot 1 working")
     killed_at = time.monotonic()
     os.kill(old["pid"], signal.SIGKILL)
@@ -95,8 +77,7 @@ def test_kill_9_under_load_heals_fast_and_loses_nothing(
 def test_sighup_under_load_replaces_workers_without_failures(
     *,
     start_real: StartSupervisor,
-    producer: KafkaProducer,
-    names: Names,
+    send_tasks: SendTasks,
     status_log: StatusLog,
     emulator: EmulatorControl,
     tmp_path: Path,
@@ -106,7 +87,7 @@ def test_sighup_under_load_replaces_workers_without_failures(
     env_file.write_text("GIGACHAT_MODEL=GigaChat\n")
     sup = start_real(env_file=env_file)
     old = {w["pid"] for w in sup.running(2, timeout=60)}
-    ids = submit(producer, names, "hup", 200)
+    ids = send_tasks("hup", 200)
     wait_until(lambda: sum(w["done"] for w in sup.workers()) > 10, timeout=30, what="work under way")
     env_file.write_text("GIGACHAT_MODEL=GigaChat-Pro\n")
     sup.signal(signal.SIGHUP)
@@ -122,16 +103,14 @@ def test_sighup_under_load_replaces_workers_without_failures(
 def test_sigterm_under_load_completes_in_flight_and_exits_0(
     *,
     start_real: StartSupervisor,
-    producer: KafkaProducer,
-    names: Names,
+    send_tasks: SendTasks,
     status_log: StatusLog,
     emulator: EmulatorControl,
-    stack: Stack,
 ) -> None:
     emulator.config(latency=1.0)
     sup = start_real(WORKER_DRAIN_TIMEOUT="20")
     sup.running(2, timeout=60)
-    ids = submit(producer, names, "term", 40)
+    ids = send_tasks("term", 40)
     rows = wait_until(
         lambda: (rows := sup.workers()) and all(w["in_flight"] for w in rows) and rows,
         timeout=30,
@@ -159,24 +138,11 @@ def test_one_group_member_per_worker_following_scale(
     sup = start_real()
     sup.running(2, timeout=60)
     wait_until(lambda: members(stack, names.group) == 2, timeout=30, what="2 members")
-    scale = subprocess.run(
-        ["llmctl", "scale", "4", "--socket", sup.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=sup.env,
-        check=False,
-    )
+    scale = sup.llmctl("scale", "4")
     assert scale.returncode == 0, scale.stderr
     sup.running(4, timeout=60)
     wait_until(lambda: members(stack, names.group) == 4, timeout=30, what="4 members")
-    subprocess.run(
-        ["llmctl", "scale", "2", "--socket", sup.socket],
-        check=True,
-        timeout=30,
-        env=sup.env,
-        capture_output=True,
-    )
+    assert sup.llmctl("scale", "2").returncode == 0
     sup.running(2, timeout=60)
     # Well inside the 10 s session timeout: a retired slot leaves the group instead of idling there.
     wait_until(lambda: members(stack, names.group) == 2, timeout=6, what="2 members again")
@@ -185,24 +151,18 @@ def test_one_group_member_per_worker_following_scale(
 def test_llmctl_status_lists_every_worker_with_the_contract_fields(start_real: StartSupervisor) -> None:
     sup = start_real()
     sup.running(2, timeout=60)
-    out = subprocess.run(
-        ["llmctl", "status", "--socket", sup.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=sup.env,
-        check=True,
-    ).stdout
-    reply = json.loads(out)  # not a TTY: JSON
+    done = sup.llmctl("status")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)  # not a TTY: JSON
     assert len(reply["workers"]) == 2 and all(w.keys() >= CONTRACT_WORKER_FIELDS for w in reply["workers"])
     assert all(w["conn"]["kafka"] == "UP" for w in reply["workers"])
     assert reply["config"]["MINIO_SECRET_KEY"] == "***"
 
 
 def test_lag_probe_reports_the_age_of_the_oldest_unprocessed_task(
-    service_env: dict[str, str], names: Names, producer: KafkaProducer
+    service_env: dict[str, str], names: Names, send_tasks: SendTasks
 ) -> None:
-    submit(producer, names, "lag", 3)
+    send_tasks("lag", 3)
     probe = subprocess.run(
         [sys.executable, "-m", "supervisor.lag_probe", "--timeout", "10"],
         env={**service_env, **names.env()},

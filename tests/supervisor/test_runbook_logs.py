@@ -65,17 +65,15 @@ def run_on(command: str, log: Path) -> str:
 
 
 def test_runbook_log_pipelines_print_the_true_numbers(
-    start_real: StartSupervisor, names: Names, producer: KafkaProducer, status_log: StatusLog, tmp_path: Path
+    start_real: StartSupervisor, names: Names, producer: KafkaProducer, status_log: StatusLog
 ) -> None:
-    env_file = tmp_path / "service.env"
-    env_file.write_text("LOG_FORMAT=text\n")
-    sup = start_real(env_file=env_file)
+    sup = start_real(env_text="LOG_FORMAT=text\n")
     sup.running(2, timeout=60)
     ids = _send_tasks(producer, names)
     status_log.wait_finals(ids, timeout=180)
     _runbook_kafka_commands_work(sup.env["KAFKA_BOOTSTRAP_SERVERS"], names)
     # a bad value of a setting start_real does not set: the process environment wins over the file
-    env_file.write_text("LOG_FORMAT=text\nTASK_TIMEOUT_S=-1\n")
+    sup.rewrite_env("LOG_FORMAT=text\nTASK_TIMEOUT_S=-1\n")
     for _ in range(REJECTED_RELOADS):
         assert sup.ask("reload")["ok"] is False
     wait_until(

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient
 
 from devstack.stack import Stack
 from llm_service import exit_codes
-from tests.supervisor.conftest import StartSupervisor
+from tests.supervisor.conftest import SendTasks, StartSupervisor
 from tests.supervisor.harness import Supervisor
-from tests.supervisor.test_process_real_worker import submit
 from tests.waiting import wait_until
 from tests.worker.harness import EmulatorControl, Names, StatusLog, WorkerProcess, hold_for
 
@@ -108,7 +107,7 @@ def test_two_hosts_share_the_partitions_and_one_takes_over_when_the_other_is_kil
     *,
     start_real: StartSupervisor,
     stack: Stack,
-    producer: KafkaProducer,
+    send_tasks: SendTasks,
     names: Names,
     status_log: StatusLog,
     emulator: EmulatorControl,
@@ -119,7 +118,7 @@ def test_two_hosts_share_the_partitions_and_one_takes_over_when_the_other_is_kil
     host_b = start_real(WORKER_INSTANCE_PREFIX="host-b", **common)
     ids_a = {w["worker_id"] for w in host_a.running(2, timeout=90)}
     ids_b = {w["worker_id"] for w in host_b.running(2, timeout=90)}
-    tasks = submit(producer, names, "two", 400)
+    tasks = send_tasks("two", 400)
 
     def both_working() -> bool:
         status_log.read(0.1)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from minio import Minio
 
 from devstack.stack import Stack
 from tests.worker.harness import (
@@ -37,13 +36,7 @@ class Testbed:
         self._readers: list[TopicReader] = []
         self._producer: KafkaProducer | None = None
         self._emulator: EmulatorControl | None = None
-        self.s3 = Minio(
-            stack.s3_endpoint,
-            access_key=stack.s3_access_key,
-            secret_key=stack.s3_secret_key,
-            secure=False,
-            region="us-east-1",
-        )
+        self.s3 = stack.s3.client()
 
     def create(self, *, partitions: int = 4) -> Names:
         """Create this test's topics (on first use of ``names`` unless called earlier)."""

@@ -232,6 +232,18 @@ class EmulatorControl:
         requests.post(f"{self.url}/_emulator/config", json=self._saved, timeout=10).raise_for_status()
 
 
+def run_llmctl(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """``python -m llmctl ARGS`` with ``env``, its output as text; the caller judges the exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def worker_env(base: dict[str, str], names: Names, tmp_path: Path, **overrides: str) -> dict[str, str]:
     """The environment of a test worker: the stack, the test's own names, quick timeouts."""
     env = dict(base)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import hold_for, send, task_bytes
+from tests.worker.harness import WorkerProcess, hold_for, send, task_bytes
 
 pytestmark = pytest.mark.stack
 
@@ -27,17 +27,26 @@ def _all_completed_once(finals: dict[str, list[dict[str, object]]]) -> None:
     assert {t: s for t, s in statuses.items() if s != [3]} == {}
 
 
+def _fast_retrying_worker(
+    bed: Testbed, *, concurrency: int, backoff_base_s: float, backoff_max_s: float, breaker_reset_s: float
+) -> WorkerProcess:
+    """A started worker whose model-call retries and breaker run on test time, not production time."""
+    env = bed.env(
+        WORKER_MAX_CONCURRENT_TASKS=str(concurrency),
+        GIGACHAT_BACKOFF_BASE_S=str(backoff_base_s),
+        GIGACHAT_BACKOFF_MAX_S=str(backoff_max_s),
+        GIGACHAT_BREAKER_RESET_S=str(breaker_reset_s),
+    )
+    return bed.start_worker(env).started()
+
+
 def test_30_percent_errors_still_complete_every_task(bed: Testbed) -> None:
     bed.emulator.config(error_rate=0.3, error_codes=[500, 429])
     status_log = bed.status_log()
     ids = _send(bed, "flaky", 100)
-    env = bed.env(
-        WORKER_MAX_CONCURRENT_TASKS="8",
-        GIGACHAT_BACKOFF_BASE_S="0.05",
-        GIGACHAT_BACKOFF_MAX_S="0.5",
-        GIGACHAT_BREAKER_RESET_S="1",
+    worker = _fast_retrying_worker(
+        bed, concurrency=8, backoff_base_s=0.05, backoff_max_s=0.5, breaker_reset_s=1
     )
-    worker = bed.start_worker(env).started()
 
     _all_completed_once(status_log.wait_finals(ids, timeout=180))
     assert "HTTP 500" in worker.log_text() or "HTTP 429" in worker.log_text()  # errors did happen
@@ -47,13 +56,7 @@ def test_outage_opens_the_breaker_pauses_intake_and_nothing_fails(bed: Testbed) 
     bed.emulator.config(latency=0.3)
     status_log = bed.status_log()
     ids = _send(bed, "outage", 60)
-    env = bed.env(
-        WORKER_MAX_CONCURRENT_TASKS="4",
-        GIGACHAT_BREAKER_RESET_S="3",
-        GIGACHAT_BACKOFF_BASE_S="0.1",
-        GIGACHAT_BACKOFF_MAX_S="1",
-    )
-    worker = bed.start_worker(env).started()
+    worker = _fast_retrying_worker(bed, concurrency=4, backoff_base_s=0.1, backoff_max_s=1, breaker_reset_s=3)
     wait_until(lambda: len(status_log.read() and status_log.finals()) >= 5, timeout=60, what="5 tasks done")
     bed.emulator.outage(20)
     outage_ends = time.monotonic() + 20

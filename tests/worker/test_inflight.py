@@ -6,6 +6,15 @@ from llm_worker.inflight import Completion, InFlight, Verdict
 from llm_worker.task_context import Outcome
 
 
+def started_one() -> tuple[InFlight[str, str], int]:
+    """A fresh InFlight with offset 0 of partition p taken and started (running); and its epoch."""
+    held: InFlight[str, str] = InFlight()
+    taken = held.take("p", 0, "r", 1.0)
+    assert taken is not None
+    held.next_to_start()
+    return held, taken.epoch
+
+
 def test_completions_move_the_commit_position_and_the_running_count() -> None:
     held: InFlight[str, str] = InFlight()
     first = held.take("p", 0, "r0", 1.0)
@@ -26,19 +35,13 @@ def test_completions_move_the_commit_position_and_the_running_count() -> None:
 
 
 def test_a_task_handed_back_from_a_held_partition_is_stuck_unless_stopping() -> None:
-    held: InFlight[str, str] = InFlight()
-    taken = held.take("p", 0, "r", 1.0)
-    assert taken is not None
-    held.next_to_start()
-    held.complete(Completion("p", 0, taken.epoch, Outcome.HANDED_BACK))
+    held, epoch = started_one()
+    held.complete(Completion("p", 0, epoch, Outcome.HANDED_BACK))
     assert held.collect() is Verdict.STUCK
 
-    stopping: InFlight[str, str] = InFlight()
-    taken = stopping.take("p", 0, "r", 1.0)
-    assert taken is not None
-    stopping.next_to_start()
+    stopping, epoch = started_one()
     stopping.stopping()
-    stopping.complete(Completion("p", 0, taken.epoch, Outcome.HANDED_BACK))
+    stopping.complete(Completion("p", 0, epoch, Outcome.HANDED_BACK))
     assert stopping.collect() is Verdict.OK
 
 
@@ -60,11 +63,8 @@ def test_forgetting_a_partition_drops_its_backlog_and_fences_its_running_tasks()
 
 
 def test_wait_completion_returns_early_and_leaves_the_completion_queued() -> None:
-    held: InFlight[str, str] = InFlight()
-    taken = held.take("p", 0, "r", 1.0)
-    assert taken is not None
-    held.next_to_start()
-    held.complete(Completion("p", 0, taken.epoch, Outcome.DONE))
+    held, epoch = started_one()
+    held.complete(Completion("p", 0, epoch, Outcome.DONE))
     held.wait_completion(5.0)  # returns at once: a completion is there
     held.collect()
     assert held.to_commit() == {"p": 1}

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests import kafka_groups
 from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
 from tests.worker.harness import Names, WorkerProcess, create_topics, send, task_bytes
@@ -48,15 +49,7 @@ def test_scale_up_moves_partitions_without_losing_or_repeating_tasks(bed: Testbe
 def group_rows(bed: Testbed, group: str) -> list[list[str]]:
     """The broker's view of a group, one row per partition: TOPIC PARTITION CURRENT-OFFSET
     LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID (after the group name)."""
-    out = bed.stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        bed.stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        group,
-    ).stdout
-    return [line.split()[1:] for line in out.splitlines() if line.startswith(group + " ")]
+    return [row[1:] for row in kafka_groups.group_rows(bed.stack, group)]
 
 
 def test_two_workers_starting_together_both_own_partitions_and_commit(bed: Testbed) -> None:

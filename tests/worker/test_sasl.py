@@ -18,12 +18,11 @@ import pytest
 from devstack.broker import KafkaBroker
 from devstack.paths import cache_dir
 from devstack.procs import free_port
-from devstack.stack import Stack
 from llm_service.clients import SASL_HINT
 from llm_service.config import load_settings
 from llmctl.api import TaskClient
 from tests.waiting import wait_until
-from tests.worker.harness import Names, WorkerProcess, worker_env
+from tests.worker.harness import Names, WorkerProcess, run_llmctl, worker_env
 
 USER, PASSWORD = "llm-svc", "sasl-test-password"
 
@@ -47,7 +46,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroke
 
 @pytest.fixture
 def sasl_env(
-    stack: Stack, sasl_broker: KafkaBroker, service_env: dict[str, str], unique_name: str, tmp_path: Path
+    sasl_broker: KafkaBroker, service_env: dict[str, str], unique_name: str, tmp_path: Path
 ) -> dict[str, str]:
     names = Names.fresh(unique_name)
     sasl_broker.create_topics({names.tasks: 2, names.status: 2, names.dlq: 1})
@@ -63,17 +62,6 @@ def sasl_env(
     )
 
 
-def _llmctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmctl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str], tmp_path: Path) -> None:
     worker = WorkerProcess(env=sasl_env, log_path=tmp_path / "worker.log")
     try:
@@ -85,11 +73,11 @@ def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str],
             assert final.ok, final.event
             body = client.result(final)
             assert body is not None and body["content"]
-        stats = _llmctl(sasl_env, "stats", "--since", "1h", "--json")
+        stats = run_llmctl(sasl_env, "stats", "--since", "1h", "--json")
         assert stats.returncode == 0, stats.stderr
         figures = json.loads(stats.stdout)
         assert figures["tasks"] == 1 and figures["by_status"]["COMPLETED"] == 1
-        audit = _llmctl(sasl_env, "audit", "--since", "1h")
+        audit = run_llmctl(sasl_env, "audit", "--since", "1h")
         assert audit.returncode == 0, audit.stdout + audit.stderr
         wait_until(lambda: _lag(sasl_env)["lag_messages"] == 0, timeout=60, what="group committed the task")
         probe = subprocess.run(
@@ -106,7 +94,7 @@ def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str],
 
 
 def _lag(env: dict[str, str]) -> dict[str, object]:
-    lag = _llmctl(env, "lag", "--json")
+    lag = run_llmctl(env, "lag", "--json")
     assert lag.returncode == 0, lag.stderr
     result: dict[str, object] = json.loads(lag.stdout)
     return result
@@ -123,6 +111,6 @@ def test_a_wrong_password_fails_with_a_clear_error(sasl_env: dict[str, str], tmp
     assert "wrong-password" not in log
     assert "Bootstrap failed" in log or "Failed to initialize interface" in log, log[-2000:]
     assert SASL_HINT in log, log[-2000:]
-    lag = _llmctl(env, "lag")
+    lag = run_llmctl(env, "lag")
     assert lag.returncode == 2 and SASL_HINT in lag.stderr, lag.stderr
     assert "wrong-password" not in lag.stderr

@@ -15,6 +15,7 @@ from minio import Minio
 
 from devstack.stack import Stack
 from llm_service import exit_codes
+from tests.kafka_groups import group_rows
 from tests.worker.conftest import Testbed
 from tests.worker.harness import Names, StatusLog, send, task_bytes
 
@@ -135,16 +136,6 @@ def _check_runbook_average(log_path: Path, finals: dict[str, list[dict[str, obje
 
 
 def _check_no_lag(stack: Stack, names: Names) -> None:
-    described = stack.kafka_tool(
-        "kafka-consumer-groups",
-        "--bootstrap-server",
-        stack.kafka_bootstrap,
-        "--describe",
-        "--group",
-        names.group,
-    )
-    rows = [line.split() for line in described.stdout.splitlines() if line.startswith(names.group)]
-    assert len(rows) == 4, described.stdout + described.stderr
-    header = next(line.split() for line in described.stdout.splitlines() if "LAG" in line)
-    lag = header.index("LAG")
-    assert [row[lag] for row in rows] == ["0"] * 4, described.stdout
+    rows = group_rows(stack, names.group)  # GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
+    assert len(rows) == 4, rows
+    assert [row[5] for row in rows] == ["0"] * 4, rows
