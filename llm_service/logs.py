@@ -20,11 +20,14 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 from llm_service import __version__
+
+if TYPE_CHECKING:
+    from llm_service.config import Settings
 
 TEXT_FORMAT = (
     "%(version)s - %(name)s - %(funcName)s - %(asctime)s - %(service)s - %(levelname)s - %(message)s"
@@ -149,6 +152,18 @@ def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonLogFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES)
     return TextFormatter()
+
+
+def log_settings_changed(changed: tuple[str, ...] | list[str]) -> bool:
+    """Whether a reload's changed variables touch logging (then :func:`configure_logging_from` again)."""
+    return bool({"LOG_FORMAT", "LOG_LEVEL", "LOG_FILE"} & set(changed))
+
+
+def configure_logging_from(settings: Settings, *, service: str) -> None:
+    """:func:`configure_logging` with the LOG_* settings; OSError when LOG_FILE cannot be opened."""
+    configure_logging(
+        service=service, log_format=settings.log_format, level=settings.log_level, log_file=settings.log_file
+    )
 
 
 def configure_logging(

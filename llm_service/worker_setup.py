@@ -15,7 +15,7 @@ import random
 import signal
 
 from llm_service.config import Settings
-from llm_service.logs import configure_logging
+from llm_service.logs import configure_logging_from
 from llm_service.proctitle import set_worker_title
 from llm_service.signals import (
     DUMP_SIGNAL,
@@ -42,12 +42,7 @@ def prepare_worker_process(*, settings: Settings, slot: int, supervised: bool) -
             os.environ.pop(name, None)
         os.environ.update(settings.as_environ())
     faulthandler.register(DUMP_SIGNAL, all_threads=True, chain=False)
-    configure_logging(
-        service=f"llm-worker[{slot}]",
-        log_format=settings.log_format,
-        level=settings.log_level,
-        log_file=settings.log_file,
-    )
+    configure_logging_from(settings, service=f"llm-worker[{slot}]")
     set_worker_title(slot, busy=0, capacity=settings.worker_max_concurrent_tasks, note="booting")
 
 

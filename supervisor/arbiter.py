@@ -19,7 +19,7 @@ from typing import Any
 
 from llm_service.config import Settings
 from llm_service.errors import ConfigError
-from llm_service.logs import configure_logging, reopen_log_files
+from llm_service.logs import configure_logging_from, log_settings_changed, reopen_log_files
 from llm_service.proctitle import set_supervisor_title
 from llm_service.socket_protocol import Request, error_reply
 from llm_service.status_table import SlotSnapshot, StatusTable
@@ -43,7 +43,7 @@ from supervisor.limits import (
 from supervisor.metrics import Exporter, MetricsView, WorkerView
 from supervisor.metrics_server import MetricsServer
 from supervisor.pool import Pool
-from supervisor.reconfig import Change, compare
+from supervisor.reconfig import FIXED_AT_START, Change, compare
 from supervisor.sdnotify import Notifier, monotonic_usec
 from supervisor.signals import SignalNotes
 from supervisor.slot import SlotState, StopReason
@@ -472,21 +472,10 @@ class Arbiter:
 
     def _apply(self, new: Settings, changed: tuple[str, ...]) -> None:
         """Swap in ``new``. Only the first step (opening LOG_FILE) can fail, and it changes nothing then."""
-        new = dataclasses.replace(
-            new,
-            supervisor_socket=self.settings.supervisor_socket,
-            worker_max_processes=self.settings.worker_max_processes,
-            metrics_port=self.settings.metrics_port,
-            metrics_addr=self.settings.metrics_addr,
-        )
-        if {"LOG_FORMAT", "LOG_LEVEL", "LOG_FILE"} & set(changed):
+        new = dataclasses.replace(new, **{name: getattr(self.settings, name) for name in FIXED_AT_START})
+        if log_settings_changed(changed):
             try:
-                configure_logging(
-                    service="llm-supervisor",
-                    log_format=new.log_format,
-                    level=new.log_level,
-                    log_file=new.log_file,
-                )
+                configure_logging_from(new, service="llm-supervisor")
             except OSError as exc:
                 raise ConfigError(f"LOG_FILE={new.log_file!r}: cannot open: {exc.strerror}") from None
         self.settings = new

@@ -25,7 +25,7 @@ from llm_service import __version__, exit_codes
 from llm_service.config import Settings, load_settings
 from llm_service.errors import ConfigError
 from llm_service.instance_id import instance_prefix
-from llm_service.logs import configure_logging
+from llm_service.logs import configure_logging_from
 from llm_service.status_table import StatusTable
 from supervisor import cgroup
 from supervisor.arbiter import Arbiter, Parts
@@ -73,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-supervisor: config error: {exc}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
     try:
-        configure_logging(
-            service="llm-supervisor",
-            log_format=settings.log_format,
-            level=settings.log_level,
-            log_file=settings.log_file,
-        )
+        configure_logging_from(settings, service="llm-supervisor")
     except OSError as exc:  # LOG_FILE passed its check but cannot be opened (permissions)
         print(f"llm-supervisor: config error: LOG_FILE: {exc}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
