@@ -455,8 +455,8 @@ class ConsumerLoop:
     def partitions_assigned(self, partitions: list[TopicPartition]) -> None:
         """New partitions start paused, before anything is fetched from them (kafka-python assigns them
         unpaused): a drained worker stays drained across a rebalance, and a worker that is full takes
-        nothing more. The consumer thread's next turn resumes them when intake is open. Offsets are
-        tracked from the first record taken of each partition."""
+        nothing more. The consumer thread's next turn reads their fence
+        (llm_worker/delivery_fence.py) and resumes them when intake is open."""
         self._consumer.pause(*partitions)  # the consumer thread is blocked in poll while this runs
         self._inflight.assigned(partitions)  # the ownership starts; its fence is read next turn
 
