@@ -24,7 +24,7 @@ from devstack.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from llm_worker.task_message import FINAL_MARKER_PREFIX
 from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import send, task_bytes
+from tests.worker.harness import private_s3, send, task_bytes
 
 pytestmark = pytest.mark.stack
 
@@ -36,12 +36,8 @@ _REQUEST = re.compile(r"\] \S+ \S+ \S+ s3_(\w+) (\S+) \S+ (\d{3}) ")
 def logged_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     folder = tmp_path_factory.mktemp("s3-logged")
     server = S3Server(cache=cache_dir(), run_dir=folder, port=free_port(), access_log=folder / "access.log")
-    try:
-        server.start()
-        server.create_buckets("llm-input", "llm-output")
+    with private_s3(server):
         yield server
-    finally:
-        server.stop()
 
 
 def _requests(server: S3Server, result_key: str) -> list[tuple[str, str, int]]:
