@@ -4,8 +4,9 @@ A first delivery (an offset no process started before: above the fence its owner
 llm_worker/offsets.py) costs three requests: the final-status marker HEAD, the result PUT and the
 marker PUT. A message that was already waiting when the worker took the partition may be a
 redelivery and pays the result HEAD as well; one whose result an earlier delivery wrote gets its
-COMPLETED from it, without a model call. Kafka and the emulator come from the session stack; the
-S3 server is private, for its log.
+COMPLETED from it, without a model call; so does the redelivery of a first delivery killed
+mid-call (kill -9). Kafka and the emulator come from the session stack; the S3 server is private,
+for its log.
 """
 
 from __future__ import annotations
@@ -96,3 +97,46 @@ def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the
     ]
     assert [e["status"] for e in status_log.finals()[written]] == [3]
     assert bed.emulator.calls_per_task().get(written, 0) == 0
+
+
+def test_a_first_delivery_killed_mid_call_is_redelivered_as_a_possible_redelivery(
+    bed: Testbed, logged_s3: S3Server
+) -> None:
+    names = bed.create(partitions=1)
+    env = bed.env(MINIO_ENDPOINT=logged_s3.endpoint, MINIO_ACCESS_KEY=ACCESS_KEY, MINIO_SECRET_KEY=SECRET_KEY)
+    status_log = bed.status_log()
+    uid = names.tasks.removesuffix("-tasks")
+    first = bed.start_worker(env, slot=1, name="first").started()
+    warm = f"{uid}-warm"  # ends once the worker's fence is read: what is sent next lies above it
+    send(bed.producer, names.tasks, task_bytes(warm, prompt="p"), key=warm.encode())
+    status_log.wait_finals([warm], timeout=90)
+
+    bed.emulator.config(latency=30.0)
+    task_id = f"{uid}-killed"
+    send(bed.producer, names.tasks, task_bytes(task_id, prompt="p"), key=task_id.encode())
+
+    def calling() -> bool:
+        status_log.read()
+        return any(e["task_id"] == task_id and e["status"] == 2 for e in status_log.events())
+
+    wait_until(calling, timeout=60, what="the task's model call under way")
+    first.kill9()
+    result_key = f"{names.prefix}{task_id}.json"
+    assert _requests(logged_s3, result_key) == [("HeadObject", "marker", 404)], "a first delivery"
+
+    bed.emulator.config(latency=0.0)
+    bed.start_worker(env, slot=1, name="second").started()
+    finals = status_log.wait_finals([task_id], timeout=120)
+    assert [e["status"] for e in finals[task_id]] == [3]
+    wait_until(
+        lambda: len(_requests(logged_s3, result_key)) >= 5,
+        timeout=30,
+        what="the redelivery's requests logged",
+    )
+    assert _requests(logged_s3, result_key) == [
+        ("HeadObject", "marker", 404),  # the killed first delivery
+        ("HeadObject", "marker", 404),  # its redelivery, below the new process's fence: both checks
+        ("HeadObject", "result", 404),
+        ("PutObject", "result", 200),
+        ("PutObject", "marker", 200),
+    ]
