@@ -4,9 +4,9 @@ A first delivery (an offset no process started before: above the fence its owner
 llm_worker/offsets.py) costs three requests: the final-status marker HEAD, the result PUT and the
 marker PUT. A message that was already waiting when the worker took the partition may be a
 redelivery and pays the result HEAD as well; one whose result an earlier delivery wrote gets its
-COMPLETED from it, without a model call; so does the redelivery of a first delivery killed
-mid-call (kill -9). Kafka and the emulator come from the session stack; the S3 server is private,
-for its log.
+COMPLETED from it, without a model call; so does a first delivery keyed by something else than its
+task_id, and the redelivery of a first delivery killed mid-call (kill -9). Kafka and the emulator
+come from the session stack; the S3 server is private, for its log.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
 
 from devstack.paths import cache_dir
 from devstack.procs import free_port
@@ -25,7 +27,7 @@ from devstack.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from llm_worker.task_message import FINAL_MARKER_PREFIX
 from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import private_s3, send, task_bytes
+from tests.worker.harness import Names, private_s3, send, task_bytes
 
 pytestmark = pytest.mark.stack
 
@@ -53,6 +55,18 @@ def _requests(server: S3Server, result_key: str) -> list[tuple[str, str, int]]:
     return seen
 
 
+def _wait_committed(bed: Testbed, names: Names, offset: int) -> None:
+    """Until the group's commit of the single partition reaches ``offset``."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bed.stack.kafka_bootstrap, group_id=names.group, enable_auto_commit=False
+    )
+    try:
+        tp = TopicPartition(names.tasks, 0)
+        wait_until(lambda: (consumer.committed(tp) or 0) >= offset, timeout=60, what=f"commit at {offset}")
+    finally:
+        consumer.close(autocommit=False)
+
+
 def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the_checks(
     bed: Testbed, logged_s3: S3Server
 ) -> None:
@@ -60,20 +74,25 @@ def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the
     env = bed.env(MINIO_ENDPOINT=logged_s3.endpoint, MINIO_ACCESS_KEY=ACCESS_KEY, MINIO_SECRET_KEY=SECRET_KEY)
     status_log = bed.status_log()
     uid = names.tasks.removesuffix("-tasks")
-    waiting, written = f"{uid}-waiting", f"{uid}-written"
-    # An earlier delivery of `written` wrote its result and died before its final status.
-    body = json.dumps({"task_id": written, "model": "GigaChat", "usage": {"total_tokens": 5}}).encode()
-    logged_s3.client().put_object("llm-output", f"{names.prefix}{written}.json", io.BytesIO(body), len(body))
+    waiting, written, keyed = f"{uid}-waiting", f"{uid}-written", f"{uid}-keyed-otherwise"
+    for task_id in (written, keyed):  # an earlier delivery wrote its result and died before its status
+        body = json.dumps({"task_id": task_id, "model": "GigaChat", "usage": {"total_tokens": 5}}).encode()
+        logged_s3.client().put_object(
+            "llm-output", f"{names.prefix}{task_id}.json", io.BytesIO(body), len(body)
+        )
     for task_id in (waiting, written):  # sent before any worker owns the partition: below its fence
         send(bed.producer, names.tasks, task_bytes(task_id, prompt="p"), key=task_id.encode())
     bed.start_worker(env).started()
     status_log.wait_finals([waiting, written], timeout=90)
+    _wait_committed(bed, names, 2)  # ended, as the worker sees it: else the next ones would pay too
 
     fresh = [f"{uid}-fresh-{i}" for i in range(5)]
     for task_id in fresh:
         send(bed.producer, names.tasks, task_bytes(task_id, prompt="p"), key=task_id.encode())
-    finals = status_log.wait_finals(fresh, timeout=90)
-    assert all([e["status"] for e in finals[t]] == [3] for t in fresh), finals
+    # Above the fence too, but keyed otherwise: another message of the task may be on any partition.
+    send(bed.producer, names.tasks, task_bytes(keyed, prompt="p"), key=b"not-the-task-id")
+    finals = status_log.wait_finals([*fresh, keyed], timeout=90)
+    assert all([e["status"] for e in finals[t]] == [3] for t in [*fresh, keyed]), finals
 
     first = [("HeadObject", "marker", 404), ("PutObject", "result", 200), ("PutObject", "marker", 200)]
     for task_id in fresh:
@@ -95,8 +114,10 @@ def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the
         ("GetObject", "result", 200),
         ("PutObject", "marker", 200),
     ]
-    assert [e["status"] for e in status_log.finals()[written]] == [3]
-    assert bed.emulator.calls_per_task().get(written, 0) == 0
+    assert _requests(logged_s3, f"{names.prefix}{written}.json") == _requests(
+        logged_s3, f"{names.prefix}{keyed}.json"
+    )
+    assert bed.emulator.calls_per_task().get(written, 0) == bed.emulator.calls_per_task().get(keyed, 0) == 0
 
 
 def test_a_first_delivery_killed_mid_call_is_redelivered_as_a_possible_redelivery(
@@ -110,6 +131,7 @@ def test_a_first_delivery_killed_mid_call_is_redelivered_as_a_possible_redeliver
     warm = f"{uid}-warm"  # ends once the worker's fence is read: what is sent next lies above it
     send(bed.producer, names.tasks, task_bytes(warm, prompt="p"), key=warm.encode())
     status_log.wait_finals([warm], timeout=90)
+    _wait_committed(bed, names, 1)
 
     bed.emulator.config(latency=30.0)
     task_id = f"{uid}-killed"
