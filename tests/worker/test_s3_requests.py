@@ -27,7 +27,7 @@ from devstack.s3 import ACCESS_KEY, SECRET_KEY, S3Server
 from llm_worker.task_message import FINAL_MARKER_PREFIX
 from tests.waiting import wait_until
 from tests.worker.conftest import Testbed
-from tests.worker.harness import Names, private_s3, send, task_bytes
+from tests.worker.harness import Names, StatusLog, private_s3, send, task_bytes
 
 pytestmark = pytest.mark.stack
 
@@ -55,6 +55,13 @@ def _requests(server: S3Server, result_key: str) -> list[tuple[str, str, int]]:
     return seen
 
 
+def _one_partition(bed: Testbed, logged_s3: S3Server) -> tuple[Names, dict[str, str], StatusLog]:
+    """A one-partition topic (so "before" and "after" are one order), a worker env on the logged S3."""
+    names = bed.create(partitions=1)
+    env = bed.env(MINIO_ENDPOINT=logged_s3.endpoint, MINIO_ACCESS_KEY=ACCESS_KEY, MINIO_SECRET_KEY=SECRET_KEY)
+    return names, env, bed.status_log()
+
+
 def _wait_committed(bed: Testbed, names: Names, offset: int) -> None:
     """Until the group's commit of the single partition reaches ``offset``."""
     consumer = KafkaConsumer(
@@ -70,9 +77,7 @@ def _wait_committed(bed: Testbed, names: Names, offset: int) -> None:
 def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the_checks(
     bed: Testbed, logged_s3: S3Server
 ) -> None:
-    names = bed.create(partitions=1)
-    env = bed.env(MINIO_ENDPOINT=logged_s3.endpoint, MINIO_ACCESS_KEY=ACCESS_KEY, MINIO_SECRET_KEY=SECRET_KEY)
-    status_log = bed.status_log()
+    names, env, status_log = _one_partition(bed, logged_s3)
     uid = names.tasks.removesuffix("-tasks")
     waiting, written, keyed = f"{uid}-waiting", f"{uid}-written", f"{uid}-keyed-otherwise"
     for task_id in (written, keyed):  # an earlier delivery wrote its result and died before its status
@@ -123,9 +128,7 @@ def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the
 def test_a_first_delivery_killed_mid_call_is_redelivered_as_a_possible_redelivery(
     bed: Testbed, logged_s3: S3Server
 ) -> None:
-    names = bed.create(partitions=1)
-    env = bed.env(MINIO_ENDPOINT=logged_s3.endpoint, MINIO_ACCESS_KEY=ACCESS_KEY, MINIO_SECRET_KEY=SECRET_KEY)
-    status_log = bed.status_log()
+    names, env, status_log = _one_partition(bed, logged_s3)
     uid = names.tasks.removesuffix("-tasks")
     first = bed.start_worker(env, slot=1, name="first").started()
     warm = f"{uid}-warm"  # ends once the worker's fence is read: what is sent next lies above it
