@@ -7,8 +7,9 @@ it returns an :class:`Outcome` once the final status (and dead letter) is acknow
 and the consumer thread commits. Dependencies come in as small protocols, so the decisions here
 are unit-tested with fakes (tests/worker/test_pipeline.py). Its neighbours: llm_worker/ports.py (the
 protocols), final_status.py (has the task run before? the final-status marker), task_run.py (one
-run's state), task_context.py (record, context, outcome), status_delivery.py (statuses and dead
-letters to Kafka), task_result.py (chat messages, result object), retry_policy.py.
+run's state), task_hold.py (held for budget or payment), task_context.py (record, context,
+outcome), status_delivery.py (statuses and dead letters to Kafka), task_result.py (chat messages,
+result object), retry_policy.py.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from llm_service.logs import iso_timestamp
 from llm_service.status_table import Stage
 from llm_service.task_status import TaskStatus
 from llm_worker import error_codes as codes
-from llm_worker.budget_gate import Hold
 from llm_worker.decoding import DocumentInput, classify
 from llm_worker.final_status import FinalStatus
 from llm_worker.gigachat.budget import CallBudget
@@ -41,6 +41,7 @@ from llm_worker.ports import Gate, Leases, Model, ObjectStore, Progress, Publish
 from llm_worker.retry_policy import RetryPolicy
 from llm_worker.status_delivery import StatusDelivery
 from llm_worker.task_context import Outcome, Record, TaskContext
+from llm_worker.task_hold import TaskHolds
 from llm_worker.task_message import (
     FALLBACK_PARAM,
     Rejected,
@@ -90,7 +91,7 @@ class TaskPipeline:
         self._max_model_calls = max_model_calls
         self._breaker_open = breaker_open
         self._breaker_poll_s = breaker_poll_s
-        self._gate = gate
+        self._holds = TaskHolds(gate=gate, progress=progress, poll_s=breaker_poll_s, clock=clock)
         self._clock = clock
         self._wall_clock = wall_clock
         self._s3_retry = StorageRetry(retry=retry, progress=progress, clock=clock)
@@ -243,11 +244,11 @@ class TaskPipeline:
     def _attempts(self, run: TaskRun) -> ChatResult:
         """Call the model until it answers; transient failures retry, an open breaker waits for free."""
         while True:
-            self._wait_gate(run)
+            self._holds.wait(run)
             try:
                 chat = self._attempt(run)
             except PaymentRequiredError as error:
-                self._payment_refused(run, error)
+                self._holds.payment_refused(run, error)
             except BreakerOpenError:
                 self._wait_breaker(run)
             except ProbeFailedError as error:
@@ -260,8 +261,7 @@ class TaskPipeline:
                 else:
                     self._before_retry(run, error)
             else:
-                if self._gate is not None:
-                    self._gate.spent(tokens=chat.total_tokens, tenant=self._gate.tenant_of(run.spec))
+                self._holds.spent(run, chat)
                 return chat
 
     def _host_outage(self, run: TaskRun, error: TransientTaskError) -> bool:
@@ -285,43 +285,6 @@ class TaskPipeline:
         if isinstance(error, ProbeFailedError) or run.budget.spent:
             return True
         return not (isinstance(error, TransientTaskError) and self._host_outage(run, error))
-
-    def _payment_refused(self, run: TaskRun, error: PaymentRequiredError) -> None:
-        """402/403: not the task's fault. It costs no attempt and waits in _wait_gate with the pool."""
-        log.warning("Task %s held: %s", run.spec.task_id, error)
-        run.budget.give_back()
-        if self._gate is None:
-            raise error  # no gate to wait on (unit tests): a plain failure
-        self._gate.refused(error.status)
-
-    def _wait_gate(self, run: TaskRun) -> None:
-        """Hold the task while its budget is spent or the model wants payment; never fail it for that.
-
-        The time held does not count against the task's deadline. A stop or a revocation hands the
-        task back (uncommitted) from ctx.sleep.
-        """
-        if self._gate is None:
-            return
-        tenant = self._gate.tenant_of(run.spec)
-        hold = self._gate.task_hold(tenant)
-        if hold is None:
-            return
-        log.info(log_lines.TASK_HELD, run.spec.task_id, hold.value)
-        counted = hold is Hold.TENANT_BUDGET
-        if counted:
-            self._gate.hold_started()
-        try:
-            while hold is not None:
-                if run.ctx.draining:  # a new worker (maybe with a raised budget) takes it at once
-                    raise ShutdownRequested("task handed back: waiting for its budget while draining")
-                self._progress.task_stage(run.entry, Stage.RETRY_WAIT)
-                waited_from = self._clock()
-                run.ctx.sleep(self._breaker_poll_s)
-                run.deadline += self._clock() - waited_from
-                hold = self._gate.task_hold(tenant)
-        finally:
-            if counted:
-                self._gate.hold_ended()
 
     def _attempt(self, run: TaskRun) -> ChatResult:
         """One attempt, numbered ``run.attempt + 1``; ``run.attempt`` moves on once it is known to count."""
