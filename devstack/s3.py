@@ -20,7 +20,8 @@ HEALTH_PATH = "/health"
 
 
 class S3Server:
-    """versitygw on 127.0.0.1; with ``tls=(cert, key)`` it serves HTTPS (``ca_file``: the CA to trust)."""
+    """versitygw on 127.0.0.1; with ``tls=(cert, key)`` it serves HTTPS (``ca_file``: the CA to trust);
+    with ``access_log`` it logs every request there."""
 
     def __init__(
         self,
@@ -30,12 +31,14 @@ class S3Server:
         port: int,
         tls: tuple[Path, Path] | None = None,
         ca_file: Path | None = None,
+        access_log: Path | None = None,
     ) -> None:
         self.cache = cache
         self.data_dir = run_dir / "s3-data"
         self.port = port
         self.tls = tls
         self.ca_file = ca_file
+        self.access_log = access_log  # one line per request (operation, key, status): tests count them
         self.proc = ManagedProcess("s3", run_dir)
 
     @property
@@ -68,6 +71,7 @@ class S3Server:
                 # and each client request then pays a TCP connect (measured: one per S3 call).
                 "--keep-alive",
                 *(["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else []),
+                *(["--access-log", str(self.access_log)] if self.access_log else []),
                 "posix",
                 str(self.data_dir),
             ],

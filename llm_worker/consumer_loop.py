@@ -44,6 +44,7 @@ from llm_service import exit_codes
 from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.budget_gate import Hold
+from llm_worker.delivery_fence import read_fences
 from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import JoinGuard
@@ -262,6 +263,8 @@ class ConsumerLoop:
         self._progress.update(conn_kafka=Conn.UP)
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        if not self._join_guard.under_way():
+            read_fences(self._consumer, self._inflight)  # of partitions new since the last turn
         if not records:
             return
         assigned = self._consumer.assignment()
@@ -326,7 +329,8 @@ class ConsumerLoop:
             if deaths >= POISON_DEATHS:
                 outcome = self._pipeline.quarantine(record, ctx, deaths=deaths)
             else:
-                outcome = self._pipeline.run(record, ctx)
+                first = self._inflight.first_delivery(held)
+                outcome = self._pipeline.run(record, ctx, first_delivery=first)
         except Exception:  # the thread boundary: a bug here must surface, not vanish with the thread
             log.exception(
                 "Task thread failed on %s[%d]@%d", held.partition.topic, held.partition.partition, held.offset
@@ -478,9 +482,10 @@ class ConsumerLoop:
     def partitions_assigned(self, partitions: list[TopicPartition]) -> None:
         """New partitions start paused, before anything is fetched from them (kafka-python assigns them
         unpaused): a drained worker stays drained across a rebalance, and a worker that is full takes
-        nothing more. The consumer thread's next turn resumes them when intake is open. Offsets are
-        tracked from the first record taken of each partition."""
+        nothing more. The consumer thread's next turn reads their fence
+        (llm_worker/delivery_fence.py) and resumes them when intake is open."""
         self._consumer.pause(*partitions)  # the consumer thread is blocked in poll while this runs
+        self._inflight.assigned(partitions)  # the ownership starts; its fence is read next turn
 
     def _note(self, verdict: Verdict) -> None:
         if verdict is Verdict.STUCK:

@@ -125,6 +125,24 @@ class InFlight(Generic[P, R]):
                 elif self._tracker.epoch(done.partition) == done.epoch and not self._stopping:
                     verdict = Verdict.STUCK
 
+    def assigned(self, partitions: Iterable[P]) -> None:
+        """Partitions just assigned: their ownership (and its fence, llm_worker/offsets.py) starts now."""
+        with self._lock:
+            self._tracker.assigned(partitions)
+
+    def unfenced(self) -> list[tuple[P, int]]:
+        with self._lock:
+            return self._tracker.unfenced()
+
+    def fence(self, partition: P, epoch: int, end_offset: int) -> None:
+        with self._lock:
+            self._tracker.fence(partition, epoch, end_offset)
+
+    def first_delivery(self, held: Held[P, R]) -> bool:
+        """No process started this message before (llm_worker/offsets.py); any thread."""
+        with self._lock:
+            return self._tracker.first_delivery(held.partition, held.offset, held.epoch)
+
     def owns(self, partition: P, epoch: int) -> bool:
         """Whether the message's partition is still held in the same ownership. Any thread, lock-free."""
         return self._tracker.epoch(partition) == epoch

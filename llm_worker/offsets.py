@@ -4,6 +4,15 @@ Tasks finish out of order (a short task overtakes a long one), but a Kafka commi
 before this offset is done". Committing past an unfinished message would lose it on a crash, so each
 partition commits up to (not including) its oldest message still in flight.
 
+Each ownership also has a **fence**: the partition's end offset read after it was assigned, before
+any of its messages started. Every offset below it may have been started by an earlier owner (a
+worker killed mid-task, a host that crashed, a partition moved away mid-call); an offset at or above
+it did not exist when the previous owner let go, so this ownership is the first to start it. Such a
+message is a *first delivery* once every possible redelivery of the ownership (the offsets below
+the fence) has ended: llm_worker/final_status.py then skips its result-exists check. Nothing of this
+outlives the ownership, so a restart, a move or another host can never make a stale fence look
+valid; the price is that the backlog present at an assignment pays the checks.
+
 Called only from the consumer thread (the rebalance listener calls it while that thread is blocked
 inside ``poll``, under ``InFlight._lock`` of llm_worker/inflight.py); not thread-safe on its own.
 """
@@ -28,12 +37,23 @@ class PartitionOffsets:
         self._last_taken = -1
         self._position: int | None = None  # next offset to commit: all before it are finished
         self._committed: int | None = None
+        self._first_taken: int | None = None
+        self.fence: int | None = None  # end offset after the assignment; None: not read yet
+
+    def first_delivery(self, offset: int) -> bool:
+        """No process started ``offset`` before, and every possible redelivery taken here has ended."""
+        if self.fence is None or offset < self.fence:
+            return False
+        ended = self._position if self._position is not None else self._first_taken
+        return ended is not None and ended >= self.fence
 
     def take(self, offset: int, taken_at: float) -> bool:
         """Record a fetched offset; False for one at or below an offset already taken (a re-delivery)."""
         if offset <= self._last_taken:
             return False
         self._last_taken = offset
+        if self._first_taken is None:
+            self._first_taken = offset
         self._pending.append((offset, taken_at))
         self._unfinished.add(offset)
         return True
@@ -84,16 +104,35 @@ class OffsetTracker(Generic[P]):
 
     def take(self, partition: P, offset: int, taken_at: float) -> int | None:
         """Record a fetched message; returns its epoch, or None for a re-delivery already taken."""
-        offsets = self._partitions.get(partition)
-        if offsets is None:
-            self._epochs += 1
-            offsets = self._partitions[partition] = PartitionOffsets(self._epochs)
+        self.assigned([partition])
+        offsets = self._partitions[partition]
         return offsets.epoch if offsets.take(offset, taken_at) else None
 
     def epoch(self, partition: P) -> int | None:
         """The current epoch of a partition, None when not held. Safe to call from any thread."""
         offsets = self._partitions.get(partition)
         return offsets.epoch if offsets is not None else None
+
+    def assigned(self, partitions: Iterable[P]) -> None:
+        """Start the ownership of newly assigned partitions (else it starts at their first take)."""
+        for partition in partitions:
+            if partition not in self._partitions:
+                self._epochs += 1
+                self._partitions[partition] = PartitionOffsets(self._epochs)
+
+    def unfenced(self) -> list[tuple[P, int]]:
+        """(partition, epoch) of every ownership whose fence is not read yet."""
+        return [(p, offsets.epoch) for p, offsets in self._partitions.items() if offsets.fence is None]
+
+    def fence(self, partition: P, epoch: int, end_offset: int) -> None:
+        """Set the fence of the ownership ``epoch`` (once; a later read would be just as valid)."""
+        offsets = self._partitions.get(partition)
+        if offsets is not None and offsets.epoch == epoch and offsets.fence is None:
+            offsets.fence = end_offset
+
+    def first_delivery(self, partition: P, offset: int, epoch: int) -> bool:
+        offsets = self._partitions.get(partition)
+        return offsets is not None and offsets.epoch == epoch and offsets.first_delivery(offset)
 
     def finish(self, partition: P, offset: int, epoch: int) -> bool:
         """Mark finished; False when the partition was revoked or lost since the message was taken."""

@@ -19,6 +19,7 @@ from llm_service.task_status import TaskStatus
 from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
 from llm_worker.ports import Publisher
 from llm_worker.task_context import Record, TaskContext
+from llm_worker.task_run import TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ class StatusDelivery:
             attempt=attempt,
             metadata=metadata,
             now=self._wall_clock(),
+            **fields,
+        )
+
+    def for_run(self, run: TaskRun, status: TaskStatus, *, attempt: int = 0, **fields: Any) -> dict[str, Any]:
+        """A status event of a task run: its attempt so far (at least 1) unless ``attempt`` is given."""
+        return self.event(
+            task_id=run.spec.task_id,
+            status=status,
+            attempt=attempt or max(run.attempt, 1),
+            metadata=run.spec.metadata,
             **fields,
         )
 

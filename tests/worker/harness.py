@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import requests
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from devstack.s3 import S3Server
 from devstack.stack import Stack
 from tests.waiting import wait_until
 
@@ -269,3 +270,14 @@ def create_topics(
     stack.create_topic(names.tasks, partitions, config={"max.message.bytes": str(2 * 1024 * 1024)})
     stack.create_topic(names.status, 3)
     stack.create_topic(names.dlq, 3, config=dlq_config or {"max.message.bytes": str(2 * 1024 * 1024)})
+
+
+@contextlib.contextmanager
+def private_s3(server: S3Server) -> Iterator[S3Server]:
+    """A test's own S3 server (TLS, an access log...) with the service's two buckets; stopped after."""
+    try:
+        server.start()
+        server.create_buckets("llm-input", "llm-output")
+        yield server
+    finally:
+        server.stop()

@@ -70,3 +70,35 @@ def test_tracker_keeps_partitions_apart_and_epochs_fence_old_completions() -> No
     assert tracker.to_commit(["a"]) == {"a": 1}
     tracker.committed({"a": 1, "b": 1})
     assert tracker.to_commit() == {}
+
+
+def test_a_first_delivery_lies_at_or_above_the_fence_once_the_redeliveries_below_it_ended() -> None:
+    offsets = PartitionOffsets()
+    assert offsets.take(10, 0.0) and offsets.take(11, 0.0)
+    assert not offsets.first_delivery(12), "no fence read yet: everything may be a redelivery"
+    offsets.fence = 12  # the end offset after the assignment: 10 and 11 may have run elsewhere
+    assert not offsets.first_delivery(11)
+    assert offsets.take(12, 0.0)
+    assert not offsets.first_delivery(12), "10 and 11 still run: one may be the same task, unmarked"
+    offsets.finish(11)
+    assert not offsets.first_delivery(12)
+    offsets.finish(10)
+    assert offsets.first_delivery(12) and offsets.first_delivery(500)
+
+
+def test_an_ownership_with_nothing_below_its_fence_starts_with_first_deliveries() -> None:
+    tracker: OffsetTracker[str] = OffsetTracker()
+    tracker.assigned(["a"])
+    [(partition, epoch)] = tracker.unfenced()
+    tracker.fence(partition, epoch, 7)
+    assert tracker.unfenced() == []
+    assert tracker.take("a", 7, 0.0) == epoch
+    assert tracker.first_delivery("a", 7, epoch)
+    assert not tracker.first_delivery("a", 7, epoch + 1), "another ownership's message"
+
+    tracker.forget(["a"])  # revoked: the next ownership reads its own fence
+    assert not tracker.first_delivery("a", 8, epoch)
+    again = tracker.take("a", 8, 0.0)
+    assert again is not None and again != epoch and not tracker.first_delivery("a", 8, again)
+    tracker.fence("a", epoch, 100)  # a late read for the old ownership is ignored
+    assert tracker.unfenced() == [("a", again)]

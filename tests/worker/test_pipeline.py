@@ -103,6 +103,8 @@ class FakePublisher:
 class FakeStore:
     def __init__(self, objects: dict[ObjectRef, bytes] | None = None) -> None:
         self.objects = dict(objects or {})
+        self.looked_up: list[ObjectRef] = []  # every read_json, in order
+        self.failing_writes: set[ObjectRef] = set()
 
     def read_input(self, ref: ObjectRef) -> bytes:
         if ref not in self.objects:
@@ -110,10 +112,13 @@ class FakeStore:
         return self.objects[ref]
 
     def read_json(self, ref: ObjectRef) -> dict[str, Any] | None:
+        self.looked_up.append(ref)
         body = self.objects.get(ref)
         return json.loads(body) if body is not None else None
 
     def write_json(self, ref: ObjectRef, body: dict[str, Any]) -> None:
+        if ref in self.failing_writes:
+            raise PermanentTaskError("S3 refused the write", code="STORAGE_ERROR")
         self.objects[ref] = json.dumps(body).encode()
 
 
@@ -221,10 +226,12 @@ class Harness:
         self.owned = True
         self.stopping = threading.Event()
 
-    def run(self, body: dict[str, Any] | bytes, offset: int = 40) -> Outcome:
+    def run(
+        self, body: dict[str, Any] | bytes, offset: int = 40, *, first: bool = False, key: bytes = b"k"
+    ) -> Outcome:
         value = body if isinstance(body, bytes) else json.dumps(body).encode()
         ctx = TaskContext(still_owned=lambda: self.owned, stopping=self.stopping)
-        return self.pipeline.run(Record("tasks", 2, offset, b"k", value), ctx)
+        return self.pipeline.run(Record("tasks", 2, offset, key, value), ctx, first_delivery=first)
 
     def quarantine(self, body: dict[str, Any] | bytes, deaths: int = 2) -> Outcome:
         value = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -591,3 +598,44 @@ def test_a_spent_budget_calls_no_model_and_hands_the_task_back_when_stopping(tmp
     assert h.model.calls == [] and 4 not in h.publisher.codes()
     h.stopping.clear()
     assert h.run({"task_id": "t3", "prompt": "x", "metadata": {"team": "ops"}}) is Outcome.DONE  # not held
+
+
+def test_a_first_delivery_looks_for_the_marker_only_and_a_possible_redelivery_for_both() -> None:
+    h = Harness()
+    result = ObjectRef("out", "r/f1.json")
+    assert h.run({"task_id": "f1", "prompt": "p"}, offset=40, first=True, key=b"f1") is Outcome.DONE
+    assert h.store.looked_up == [result.final_marker()], "a first delivery skips the result check"
+    assert h.run({"task_id": "f2", "prompt": "p"}, offset=41, key=b"f2") is Outcome.DONE
+    assert h.store.looked_up[1:] == [
+        ObjectRef("out", "r/f2.json").final_marker(),
+        ObjectRef("out", "r/f2.json"),
+    ], "a possible redelivery pays both checks"
+
+
+def test_a_first_delivery_of_a_finished_task_still_gets_its_outcome_again() -> None:
+    h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
+    assert h.run({"task_id": "f3", "prompt": "p"}, offset=40, key=b"f3") is Outcome.DONE
+    assert h.run({"task_id": "f3", "prompt": "p"}, offset=90, first=True, key=b"f3") is Outcome.DONE
+    assert [(e["status"], e["error"]["code"]) for e in h.publisher.statuses if e["status"] == 4] == [
+        (4, "MODEL_BAD_REQUEST")
+    ] * 2
+    assert len(h.model.calls) == 1
+
+
+@pytest.mark.parametrize("why", ["another key", "its marker write failed"])
+def test_a_first_delivery_pays_the_result_check_when_a_result_may_exist_elsewhere(why: str) -> None:
+    h = Harness()
+    result = ObjectRef("out", "r/f4.json")
+    if why == "its marker write failed":
+        h.store.failing_writes.add(result.final_marker())  # the final status went out, the marker did not
+        assert h.run({"task_id": "f4", "prompt": "p"}, offset=40, key=b"f4") is Outcome.DONE
+        h.store.failing_writes.clear()
+        key = b"f4"
+    else:  # another key: another message of the task may sit on any partition, its result unmarked
+        h.store.objects[result] = json.dumps({"task_id": "f4", "usage": {"total_tokens": 3}}).encode()
+        key = b"not-the-task-id"
+    calls = len(h.model.calls)
+    assert h.run({"task_id": "f4", "prompt": "p"}, offset=90, first=True, key=key) is Outcome.DONE
+    assert h.store.looked_up[-1] == result
+    assert len(h.model.calls) == calls, "the existing result is sent again, the model is not called"
+    assert h.publisher.statuses[-1]["status"] == 3

@@ -22,7 +22,7 @@ from llm_service.clients import minio_client
 from llm_service.config import load_settings
 from llmctl.api import TaskClient
 from tests.external_tools import require_tool
-from tests.worker.harness import Names, WorkerProcess, create_topics, worker_env
+from tests.worker.harness import Names, WorkerProcess, create_topics, private_s3, worker_env
 
 
 def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
@@ -72,12 +72,8 @@ def tls_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     folder = tmp_path_factory.mktemp("s3-tls")
     ca, cert, key = make_ca_and_server_cert(folder)
     server = S3Server(cache=cache_dir(), run_dir=folder, port=free_port(), tls=(cert, key), ca_file=ca)
-    try:
-        server.start()
-        server.create_buckets("llm-input", "llm-output")
+    with private_s3(server):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
