@@ -124,7 +124,7 @@ class TaskPipeline:
         """The outcome of a message the pipeline failed on: FAILED (if its id is readable) and DLQ."""
         error = PermanentTaskError(f"internal error: {type(exc).__name__}", code=codes.INTERNAL)
         try:
-            self._fail(record, error, ctx, task_id=readable_task_id(record.value), metadata=None)
+            self._delivery.failed(record, error, ctx, task_id=readable_task_id(record.value), metadata=None)
         except ShutdownRequested:
             return Outcome.HANDED_BACK
         self._progress.add(failed=1)
@@ -134,7 +134,9 @@ class TaskPipeline:
         parsed = parse_task(record.value, self._rules)
         if isinstance(parsed, Rejected):
             try:
-                self._fail(record, parsed.error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
+                self._delivery.failed(
+                    record, parsed.error, ctx, task_id=parsed.task_id, metadata=parsed.metadata
+                )
             except ShutdownRequested:
                 return Outcome.HANDED_BACK
             self._progress.task_rejected(code_index=codes.counted_index(parsed.error.code))
@@ -167,7 +169,7 @@ class TaskPipeline:
         if isinstance(parsed, TaskSpec):
             return self._quarantine_task(self._new_run(record, parsed, ctx), error)
         try:
-            self._fail(record, error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
+            self._delivery.failed(record, error, ctx, task_id=parsed.task_id, metadata=parsed.metadata)
         except ShutdownRequested:
             return Outcome.HANDED_BACK
         self._progress.add(failed=1)
@@ -220,7 +222,7 @@ class TaskPipeline:
 
     def _failed(self, run: TaskRun, error: TaskError) -> Outcome:
         try:
-            self._fail(
+            self._delivery.failed(
                 run.record,
                 error,
                 run.ctx,
@@ -419,19 +421,3 @@ class TaskPipeline:
             log.warning(
                 "Could not delete uploaded file %s of task %s: %s", run.file_id, run.spec.task_id, exc
             )
-
-    # --- publishing ------------------------------------------------------------------------------
-
-    def _fail(
-        self,
-        record: Record,
-        error: TaskError,
-        ctx: TaskContext,
-        *,
-        task_id: str | None,
-        metadata: dict[str, Any] | None,
-        attempt: int = 1,
-    ) -> None:
-        """FAILED status (when the task id is known) and the dead letter, both acknowledged."""
-        log.warning(log_lines.TASK_FAILED, task_id or f"<{record.where()}>", f"{error.code}: {error}")
-        self._delivery.failed(record, error, ctx, task_id=task_id, metadata=metadata, attempt=attempt)

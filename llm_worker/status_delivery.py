@@ -14,6 +14,7 @@ from typing import Any
 
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
+from llm_service import log_lines
 from llm_service.errors import TaskError
 from llm_service.task_status import TaskStatus
 from llm_worker.events import DLQ_FALLBACK_BYTES, Delivery, Source, status_event
@@ -92,6 +93,7 @@ class StatusDelivery:
         attempt: int = 1,
     ) -> None:
         """FAILED status (when the task id is known) and the dead letter, both acknowledged."""
+        log.warning(log_lines.TASK_FAILED, task_id or f"<{record.where()}>", f"{error.code}: {error}")
         if task_id is not None:
             event = self.event(
                 task_id=task_id, status=TaskStatus.FAILED, attempt=attempt, metadata=metadata, error=error
