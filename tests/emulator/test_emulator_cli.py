@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO_ROOT, EmulatorProcess, wait_until
+from tests.waiting import wait_until
+
+from .conftest import REPO_ROOT, EmulatorProcess
 
 CLI = [sys.executable, "-m", "gigachat_emulator"]
 
@@ -93,7 +95,7 @@ def test_shutdown_wakes_a_hung_call(emulator_factory: Callable[..., EmulatorProc
 
     caller = threading.Thread(target=call)
     caller.start()
-    wait_until(lambda: emulator.control("GET", "stats")["in_flight"] == 1, timeout=10, what="the hung call")
+    wait_until(lambda: emulator.control("GET", "stats")["in_flight"] == 1, timeout=30, what="the hung call")
     started = time.monotonic()
     emulator.process.send_signal(signal.SIGTERM)
     assert emulator.process.wait(timeout=10) == 0

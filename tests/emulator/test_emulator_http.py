@@ -12,7 +12,9 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from .conftest import EmulatorProcess, wait_until
+from tests.waiting import wait_until
+
+from .conftest import EmulatorProcess
 
 BODY = {"model": "GigaChat", "messages": [{"role": "user", "content": "Count from 1 to 3"}]}
 
@@ -104,7 +106,7 @@ def test_expired_token_says_so(emulator: EmulatorProcess) -> None:
     def expired() -> bool:
         return chat(emulator, headers).status_code == 401
 
-    wait_until(expired, timeout=10, what="the 0.2 s token to expire", interval=0.05)
+    wait_until(expired, timeout=30, what="the 0.2 s token to expire", step=0.05)
     assert chat(emulator, headers).json() == {"status": 401, "message": "Token has expired"}
 
 
@@ -237,7 +239,7 @@ def test_outage_window_answers_503_then_recovers(emulator: EmulatorProcess) -> N
     emulator.control("POST", "outage", json={"seconds": 0})
     assert chat(emulator, headers).status_code == 200
     emulator.control("POST", "outage", json={"seconds": 0.3})
-    wait_until(lambda: chat(emulator, headers).status_code == 200, timeout=10, what="the outage to end")
+    wait_until(lambda: chat(emulator, headers).status_code == 200, timeout=30, what="the outage to end")
     injected = [c["injected"] for c in emulator.calls()["calls"]]
     assert injected.count("outage") >= 2
 
@@ -260,7 +262,7 @@ def test_hung_call_ends_when_the_client_gives_up(emulator: EmulatorProcess) -> N
     def logged() -> bool:
         return emulator.calls(request_id="hang-1")["count"] == 1
 
-    wait_until(logged, timeout=10, what="the hung call to notice the disconnect")
+    wait_until(logged, timeout=30, what="the hung call to notice the disconnect")
     call = emulator.calls(request_id="hang-1")["calls"][0]
     assert call["injected"] == "hang" and call["status"] in (499, 504)
     assert call["duration_ms"] < 5000

@@ -11,7 +11,9 @@ from gigachat import GigaChat
 from gigachat.context import request_id_cvar
 from gigachat.exceptions import AuthenticationError, NotFoundError, RateLimitError
 
-from .conftest import EmulatorProcess, wait_until
+from tests.waiting import wait_until
+
+from .conftest import EmulatorProcess
 
 PROMPT = {"model": "GigaChat", "messages": [{"role": "user", "content": "Summarise the meeting notes"}]}
 
@@ -85,7 +87,7 @@ def test_token_expiring_mid_run_is_refreshed(
         assert giga.chat(PROMPT).choices
         first_token = giga.get_token()
         assert first_token is not None
-        wait_until(lambda: time.time() * 1000 > first_token.expires_at, timeout=10, what="token expiry")
+        wait_until(lambda: time.time() * 1000 > first_token.expires_at, timeout=30, what="token expiry")
         assert giga.chat(PROMPT).choices
         assert giga.token != first_token.access_token
     oauth_calls = [c for c in emulator.calls()["calls"] if c["endpoint"] == "/api/v2/oauth"]
@@ -111,7 +113,7 @@ def test_concurrency_limit_answers_429(client: GigaChat, emulator: EmulatorProce
     slow = threading.Thread(target=lambda: outcome.append(client.chat(PROMPT)))
     slow.start()
     wait_until(
-        lambda: emulator.control("GET", "stats")["in_flight"] == 1, timeout=10, what="a call in flight"
+        lambda: emulator.control("GET", "stats")["in_flight"] == 1, timeout=30, what="a call in flight"
     )
     with pytest.raises(RateLimitError) as caught:
         client.chat(PROMPT)
