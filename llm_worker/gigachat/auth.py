@@ -24,16 +24,10 @@ import requests
 
 from llm_service.config import Settings
 from llm_service.errors import PermanentTaskError, TaskError, TransientTaskError
+from llm_worker.gigachat import wire
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
 from llm_worker.gigachat.models import AUTH_FAILED, AUTH_UNAVAILABLE
-from llm_worker.gigachat.wire import (
-    describe_exception,
-    environment_proxies,
-    parse_retry_after,
-    scrub,
-    server_message,
-    tls_verify,
-)
+from llm_worker.gigachat.wire import describe_exception, parse_retry_after, scrub, server_message, tls_verify
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +79,7 @@ class TokenProvider:
         self._scope = settings.gigachat_scope
         self._timeout_s = settings.gigachat_timeout_s
         self._verify = tls_verify(settings)
-        self._proxies = environment_proxies(self._url)
+        self._proxies = wire.environment_proxies(self._url)
         self._session = session
         self._clock = clock
         self._wall_clock = wall_clock
