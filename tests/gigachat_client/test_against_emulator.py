@@ -278,53 +278,6 @@ def test_host_limiter_adapts_to_a_one_stream_account(emulator: Emulator, tmp_pat
     print(f"\nlimiter vs 1-stream account: {statuses.count(429)} x 429 for 24 calls, caps seen {seen}")
 
 
-def test_files_upload_and_delete(emulator: Emulator, tmp_path: Path) -> None:
-    client = make_client(settings_for(emulator, tmp_path))
-
-    file_id = client.upload_file(
-        task_id="file-1",
-        filename="doc.txt",
-        data="Текст".encode(),
-        content_type="text/plain",
-        deadline=time.monotonic() + 10,
-    )
-    client.delete_file(task_id="file-1", file_id=file_id)
-    client.delete_file(task_id="file-1", file_id=file_id)  # twice: already gone is fine
-
-    assert file_id
-
-
-def test_the_cap_settles_at_or_below_the_accounts_limit_with_few_429s(
-    emulator: Emulator, tmp_path: Path
-) -> None:
-    # Sanity, not timing: an account allowing 3 streams, a host allowing 16, two "processes".
-    emulator.control("config", {"max_concurrency": 3, "latency": 0.1})
-    settings = settings_for(emulator, tmp_path, gigachat_max_concurrency=16, gigachat_call_attempts=20)
-    limiters = [ConcurrencyLimiter.from_settings(settings) for _ in range(2)]
-    clients = [make_client(settings, lim) for lim in limiters]
-    errors: list[TaskError] = []
-
-    def worker(n: int) -> None:
-        for i in range(8):
-            try:
-                chat(clients[n % 2], f"acct-{n}-{i}", deadline_s=120)
-            except TaskError as exc:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-
-    statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
-    record = read_cap(limiters[0].directory)
-    assert errors == [] and statuses.count(200) == 64
-    assert record is not None and record.cap <= 3 and record.ceiling in (4, 5)  # learnt: 4 is refused
-    assert statuses.count(429) <= 6  # the slow start's overshoot, not one every few calls
-    print(f"\ncap vs 3-stream account: {statuses.count(429)} x 429 for 64 calls, cap {record}")
-
-
 class _ForwardProxy(http.server.BaseHTTPRequestHandler):
     """A plain-HTTP forward proxy: takes the absolute-URI requests a client sends to a proxy and passes
     them on, noting each URL (the class attribute ``seen`` is set per test)."""
@@ -383,3 +336,50 @@ def test_proxy_variables_are_honoured_though_read_once(
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_files_upload_and_delete(emulator: Emulator, tmp_path: Path) -> None:
+    client = make_client(settings_for(emulator, tmp_path))
+
+    file_id = client.upload_file(
+        task_id="file-1",
+        filename="doc.txt",
+        data="Текст".encode(),
+        content_type="text/plain",
+        deadline=time.monotonic() + 10,
+    )
+    client.delete_file(task_id="file-1", file_id=file_id)
+    client.delete_file(task_id="file-1", file_id=file_id)  # twice: already gone is fine
+
+    assert file_id
+
+
+def test_the_cap_settles_at_or_below_the_accounts_limit_with_few_429s(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # Sanity, not timing: an account allowing 3 streams, a host allowing 16, two "processes".
+    emulator.control("config", {"max_concurrency": 3, "latency": 0.1})
+    settings = settings_for(emulator, tmp_path, gigachat_max_concurrency=16, gigachat_call_attempts=20)
+    limiters = [ConcurrencyLimiter.from_settings(settings) for _ in range(2)]
+    clients = [make_client(settings, lim) for lim in limiters]
+    errors: list[TaskError] = []
+
+    def worker(n: int) -> None:
+        for i in range(8):
+            try:
+                chat(clients[n % 2], f"acct-{n}-{i}", deadline_s=120)
+            except TaskError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+    statuses = [c["status"] for c in emulator.calls(CHAT_PATH)]
+    record = read_cap(limiters[0].directory)
+    assert errors == [] and statuses.count(200) == 64
+    assert record is not None and record.cap <= 3 and record.ceiling in (4, 5)  # learnt: 4 is refused
+    assert statuses.count(429) <= 6  # the slow start's overshoot, not one every few calls
+    print(f"\ncap vs 3-stream account: {statuses.count(429)} x 429 for 64 calls, cap {record}")
