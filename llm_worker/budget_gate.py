@@ -11,6 +11,9 @@ and is never failed: it waits, held by its worker) and by the consumer loop for 
   GIGACHAT_TENANT_HELD_MAX per worker, beyond which the worker pauses intake.
 
 Spending is read from the host's spend file (llm_worker/spending.py) at most every ``refresh_s``.
+With no budget configured the day's tokens are only reported (``llmctl status``, the budget gauges):
+the task threads then add them up in memory and the consumer loop writes the sum at most every
+``refresh_s`` (and when the worker stops), so a task no longer takes the host's spend-file lock.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class Budgets:
             tenants=parse_tenant_budgets(settings.gigachat_tenant_budgets),
             tenant_field=settings.task_tenant_field,
         )
+
+    @property
+    def any_limit(self) -> bool:
+        """A pool or tenant budget is set: the spend file gates tasks, not only reports them."""
+        return self.pool > 0 or any(limit > 0 for limit in self.tenants.values())
 
     def tenant_of(self, task: Mapping[str, Any]) -> str | None:
         """The tenant named by TASK_TENANT_FIELD (a dotted path into the task), or None."""
@@ -108,6 +116,11 @@ class SpendGate:
         self._spend = Spend(day="")
         self._payment = False
         self._held = 0
+        # No budget: tokens wait here for the next refresh (each add under the host's flock cost
+        # ~0.2 ms of CPU at 64 task threads). A kill -9 loses at most refresh_s of them from the report.
+        self._deferred = not budgets.any_limit
+        self._pending_pool = 0
+        self._pending_tenants: dict[str, int] = {}
 
     @property
     def budgets(self) -> Budgets:
@@ -126,10 +139,37 @@ class SpendGate:
     def _refresh(self) -> Spend:
         with self._lock:
             if self._clock() - self._read_at >= self._refresh_s:
-                self._spend = self._files.spent()
+                self._write_pending()
+                if not self._deferred:  # with no budget nothing compares against it
+                    self._spend = self._files.spent()
                 self._payment = self._files.payment() is not None
                 self._read_at = self._clock()
             return self._spend
+
+    def flush(self) -> None:
+        """Write the tokens not yet in the spend file (the worker calls it on its way out)."""
+        with self._lock:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        # The caller holds self._lock.
+        pool, tenants = self._pending_pool, self._pending_tenants
+        if pool <= 0:
+            return
+        try:
+            self._files.add_many(pool=pool, tenants=tenants)
+        except OSError as exc:  # kept for the next refresh; the consumer loop must not die of it
+            log.warning("Spend file not written (%s); %d tokens kept for the next try", exc, pool)
+            return
+        self._pending_pool, self._pending_tenants = 0, {}
+
+    def _defer(self, tokens: int, tenant: str | None) -> None:
+        if tokens <= 0:
+            return
+        with self._lock:
+            self._pending_pool += tokens
+            if tenant is not None:
+                self._pending_tenants[tenant] = self._pending_tenants.get(tenant, 0) + tokens
 
     def pool_hold(self) -> Hold | None:
         """Why the whole pool may not start tasks now (consumer thread), or None."""
@@ -157,7 +197,11 @@ class SpendGate:
         The spending just written (every worker's) becomes the gate's view at once, so the next check
         sees it without reading the file again: re-reading after every call cost each task and each
         consumer-loop turn two file reads."""
-        spend = self._files.add(tokens=tokens, tenant=tenant)
+        if self._deferred:
+            self._defer(tokens, tenant)
+            spend = None
+        else:
+            spend = self._files.add(tokens=tokens, tenant=tenant)
         if self._files.payment_ok():
             log.warning("GigaChat answered again after a 402/403; intake resumes")
         with self._lock:

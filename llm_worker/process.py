@@ -194,6 +194,7 @@ def _serve(
         # handed back (uncommitted) and the caller exits the process.
         stop_balance.set()
         executor.shutdown(wait=False, cancel_futures=True)
+        gate.flush()  # the tokens counted since the last refresh (none pending with a budget set)
 
 
 def spend_gate(settings: Settings) -> SpendGate:

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,11 @@ class SpendingFiles:
     def add(self, *, tokens: int, tenant: str | None) -> Spend | None:
         """Count ``tokens`` spent now by the pool (and by ``tenant`` when it has one); returns the
         day's spending as written (every worker's, read under the lock), None when nothing was added."""
-        if tokens <= 0:
+        return self.add_many(pool=tokens, tenants={tenant: tokens} if tenant is not None else {})
+
+    def add_many(self, *, pool: int, tenants: Mapping[str, int]) -> Spend | None:
+        """Count ``pool`` tokens for the pool and ``tenants``' tokens for each tenant in one update."""
+        if pool <= 0:
             return None
         with self._locked():
             day = self.day()
@@ -111,11 +115,11 @@ class SpendingFiles:
             if not path.exists():
                 self._forget_old_days(day)
             current = self.spent()
-            tenants = dict(current.tenants)
-            if tenant is not None:
-                tenants[tenant] = tenants.get(tenant, 0) + tokens
-            spend = Spend(day=day, pool=current.pool + tokens, tenants=tenants)
-            body = {"day": day, "pool": spend.pool, "tenants": tenants}
+            merged = dict(current.tenants)
+            for name, tokens in tenants.items():
+                merged[name] = merged.get(name, 0) + tokens
+            spend = Spend(day=day, pool=current.pool + pool, tenants=merged)
+            body = {"day": day, "pool": spend.pool, "tenants": merged}
             _write_json(path, body, durable=False)
             return spend
 

@@ -24,6 +24,7 @@ import requests
 
 from llm_service.config import Settings
 from llm_service.errors import PermanentTaskError, TaskError, TransientTaskError
+from llm_worker.gigachat import wire
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
 from llm_worker.gigachat.models import AUTH_FAILED, AUTH_UNAVAILABLE
 from llm_worker.gigachat.wire import describe_exception, parse_retry_after, scrub, server_message, tls_verify
@@ -78,6 +79,7 @@ class TokenProvider:
         self._scope = settings.gigachat_scope
         self._timeout_s = settings.gigachat_timeout_s
         self._verify = tls_verify(settings)
+        self._proxies = wire.environment_proxies(self._url)
         self._session = session
         self._clock = clock
         self._wall_clock = wall_clock
@@ -156,6 +158,7 @@ class TokenProvider:
                 data={"scope": self._scope},
                 timeout=min(self._timeout_s, remaining),
                 verify=self._verify,
+                proxies=self._proxies,
             )
         except requests.RequestException as exc:
             error = TransientTaskError(

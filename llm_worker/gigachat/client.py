@@ -63,7 +63,14 @@ from llm_worker.gigachat.models import (
     PERMANENT_BY_STATUS,
     ChatResult,
 )
-from llm_worker.gigachat.wire import describe_exception, parse_retry_after, scrub, server_message, tls_verify
+from llm_worker.gigachat.wire import (
+    describe_exception,
+    environment_proxies,
+    parse_retry_after,
+    scrub,
+    server_message,
+    tls_verify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +98,12 @@ def make_session(factory: Callable[[], requests.Session], settings: Settings) ->
 
     urllib3 would otherwise keep only 10 connections per host and open (and drop) extra ones on
     each burst. Retries are ours, so the adapter does none. A Session is shared between threads
-    here: its pool is thread-safe, and GigaChat sets no cookies we would race on.
+    here: its pool is thread-safe, and GigaChat sets no cookies we would race on. The session does not
+    read the environment per request: the proxies and the CA bundle it would find there are resolved
+    once (wire.py), and a ~/.netrc login would replace our Authorization header.
     """
     session = factory()
+    session.trust_env = False
     size = max(settings.worker_max_concurrent_tasks, settings.gigachat_max_concurrency) + _EXTRA_CONNECTIONS
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size, max_retries=0)
     session.mount("https://", adapter)
@@ -121,6 +131,7 @@ class GigaChatClient:
         self._auth_key = settings.gigachat_auth_key
         self._timeout_s = settings.gigachat_timeout_s
         self._verify = tls_verify(settings)
+        self._proxies = environment_proxies(self._api_url)
         self._limiter = limiter
         self._breakers = breakers
         self._fallbacks = parse_fallback_models(settings.gigachat_fallback_models)
@@ -372,6 +383,7 @@ class GigaChatClient:
             files=request.files,
             timeout=self._timeout(request, deadline),
             verify=self._verify,
+            proxies=self._proxies,
         )
 
     def _headers(self, request: _Request, task_id: str, token: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ emulator is a required component: if it cannot start, these tests fail rather th
 
 from __future__ import annotations
 
+import http.server
 import logging
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -278,6 +279,66 @@ def test_host_limiter_adapts_to_a_one_stream_account(emulator: Emulator, tmp_pat
     assert min(caps) < 4
     seen = sorted(set(caps))
     print(f"\nlimiter vs 1-stream account: {statuses.count(429)} x 429 for 24 calls, caps seen {seen}")
+
+
+class _ForwardProxy(http.server.BaseHTTPRequestHandler):
+    """A plain-HTTP forward proxy: takes the absolute-URI requests a client sends to a proxy and passes
+    them on, noting each URL (the class attribute ``seen`` is set per test)."""
+
+    seen: ClassVar[list[str]] = []
+
+    def _forward(self) -> None:
+        self.seen.append(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
+        with requests.Session() as session:
+            session.trust_env = False
+            answer = session.request(self.command, self.path, headers=headers, data=body, timeout=10)
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_proxy_variables_are_honoured_though_read_once(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session no longer reads the environment per request (client.make_session): HTTP_PROXY still
+    routes every call, token and chat, through the proxy, and NO_PROXY still exempts a host."""
+    _ForwardProxy.seen = []
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = make_client(settings_for(emulator, tmp_path))
+        chat(client, "via-proxy")
+        client.close()
+        assert any(url.endswith(OAUTH_PATH) for url in _ForwardProxy.seen)
+        assert any(url.endswith(CHAT_PATH) for url in _ForwardProxy.seen)
+        assert len(emulator.calls(CHAT_PATH, request_id="via-proxy")) == 1
+
+        _ForwardProxy.seen = []
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        direct = make_client(settings_for(emulator, tmp_path))
+        chat(direct, "direct")
+        direct.close()
+        assert _ForwardProxy.seen == []
+        assert len(emulator.calls(CHAT_PATH, request_id="direct")) == 1
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_files_upload_and_delete(emulator: Emulator, tmp_path: Path) -> None:

@@ -75,7 +75,11 @@ class Rig:
         return len(self.session.to(API_URL))
 
 
-def test_chat_sends_utf8_json_with_task_headers_and_parses_the_answer(tmp_path: Path) -> None:
+def test_chat_sends_utf8_json_with_task_headers_and_parses_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     rig = Rig(tmp_path, Script())
 
     result = rig.chat(task_id="a-1")
@@ -101,6 +105,22 @@ def test_ca_bundle_wins_over_verify_flag_and_pool_fits_all_task_threads(tmp_path
     assert {s.kwargs["verify"] for s in rig.session.sent} == {"/etc/ssl/russian-trusted.pem"}
     adapter = rig.session.get_adapter("https://api.test/")
     assert adapter._pool_maxsize >= 20  # type: ignore[attr-defined]
+
+
+def test_requests_ca_bundle_variable_still_names_the_ca_when_none_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session reads no environment per request (client.make_session); the variable requests
+    itself honours is read once instead, and GIGACHAT_CA_BUNDLE or GIGACHAT_VERIFY_SSL=false still win."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/from-env.pem")
+    rig = Rig(tmp_path, Script())
+    rig.chat()
+    assert rig.session.trust_env is False
+    assert {s.kwargs["verify"] for s in rig.session.sent} == {"/etc/ssl/from-env.pem"}
+
+    off = Rig(tmp_path, Script(), gigachat_verify_ssl=False)
+    off.chat()
+    assert {s.kwargs["verify"] for s in off.session.sent} == {False}
 
 
 def test_lenient_parsing_of_extra_and_missing_fields(tmp_path: Path) -> None:

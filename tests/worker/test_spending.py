@@ -180,3 +180,64 @@ def test_one_balance_reader_per_interval_and_403_means_no_packages(tmp_path: Pat
     second.poll_once()
     reading = files(tmp_path, clock).balance()
     assert reads == ["a", "b"] and reading is not None and not reading.prepaid
+
+
+def test_with_no_budget_tokens_reach_the_file_at_the_refresh_not_per_call(tmp_path: Path) -> None:
+    """No budget set: the spend file only reports, so calls add up in memory and the consumer loop's
+    refresh writes them in one update (tenants' too); flush() writes the rest on the way out."""
+    wall = Clock(BEFORE_MIDNIGHT)
+    now = Clock(0.0)
+    budgets = Budgets(pool=0, tenants={}, tenant_field="metadata.team")
+    g = SpendGate(files=files(tmp_path, wall), budgets=budgets, probe_s=5, refresh_s=1.0, clock=now)
+    g.pool_hold()  # the refresh of this interval
+    g.spent(tokens=10, tenant="sales")
+    g.spent(tokens=5, tenant=None)
+    assert files(tmp_path, wall).spent().pool == 0  # nothing written per call
+    assert g.pool_hold() is None  # within the interval: still nothing written
+    assert files(tmp_path, wall).spent().pool == 0
+    now.now += 1.0
+    assert g.pool_hold() is None
+    assert files(tmp_path, wall).spent() == Spend(day="2026-12-01", pool=15, tenants={"sales": 10})
+    g.spent(tokens=7, tenant="ops")
+    g.flush()
+    assert files(tmp_path, wall).spent() == Spend(day="2026-12-01", pool=22, tenants={"sales": 10, "ops": 7})
+    g.flush()  # nothing pending: nothing added twice
+    assert files(tmp_path, wall).spent().pool == 22
+
+
+def test_with_a_budget_every_call_is_written_at_once(tmp_path: Path) -> None:
+    wall = Clock(BEFORE_MIDNIGHT)
+    for budgets in (
+        Budgets(pool=1000, tenants={}, tenant_field=""),
+        Budgets(pool=0, tenants={"sales": 50}, tenant_field="metadata.team"),
+    ):
+        directory = tmp_path / str(budgets.pool)
+        directory.mkdir()
+        g = SpendGate(
+            files=files(directory, wall), budgets=budgets, probe_s=5, refresh_s=3600, clock=lambda: 0.0
+        )
+        g.spent(tokens=10, tenant="sales")
+        assert files(directory, wall).spent().pool == 10
+
+
+def test_a_spend_file_that_cannot_be_written_keeps_the_tokens_for_the_next_refresh(tmp_path: Path) -> None:
+    wall = Clock(BEFORE_MIDNIGHT)
+    now = Clock(0.0)
+    g = SpendGate(
+        files=files(tmp_path, wall),
+        budgets=Budgets(pool=0, tenants={}, tenant_field=""),
+        probe_s=5,
+        clock=now,
+    )
+    g.spent(tokens=9, tenant=None)
+    real_add = g.files.add_many
+
+    def failing(**kwargs: object) -> Spend | None:
+        raise OSError(28, "No space left on device")
+
+    g.files.add_many = failing  # type: ignore[method-assign]
+    assert g.pool_hold() is None  # the loop's refresh survives it
+    g.files.add_many = real_add  # type: ignore[method-assign]
+    now.now += 1.0
+    g.pool_hold()
+    assert files(tmp_path, wall).spent().pool == 9

@@ -69,9 +69,8 @@ def _send_tasks(producer: KafkaProducer, names: Names, refs: list[dict[str, str]
 def test_200_tasks_each_complete_once(bed: Testbed) -> None:
     names, s3, status_log = bed.names, bed.s3, bed.status_log()
     ids = _send_tasks(bed.producer, names, _upload_inputs(s3, names.prefix), 200)
-    worker = bed.start_worker(
-        bed.env(WORKER_MAX_CONCURRENT_TASKS="16", GIGACHAT_MAX_CONCURRENCY="16")
-    ).started()
+    env = bed.env(WORKER_MAX_CONCURRENT_TASKS="16", GIGACHAT_MAX_CONCURRENCY="16")
+    worker = bed.start_worker(env).started()
 
     finals = status_log.wait_finals(ids, timeout=180)
 
@@ -80,11 +79,21 @@ def test_200_tasks_each_complete_once(bed: Testbed) -> None:
     results = list(s3.list_objects("llm-output", prefix=names.prefix, recursive=True))
     assert len(results) == 200
     assert worker.stop() == exit_codes.OK
+    _check_tokens_counted(Path(env["GIGACHAT_LIMITER_DIR"]), finals)
     _check_event_order(status_log)
     _check_result_object(s3, names, finals["e2e-000"][0])
     _check_log_lines(worker.log_text(), names)
     _check_runbook_average(worker.log_path, finals)
     _check_no_lag(bed.stack, names)
+
+
+def _check_tokens_counted(limiter_dir: Path, finals: dict[str, list[dict[str, object]]]) -> None:
+    """No budget set: the worker writes the day's tokens in batches (llm_worker/budget_gate.py);
+    after a graceful stop the spend file holds every task's tokens, none twice."""
+    files = list(limiter_dir.rglob("spend-*.json"))
+    assert files
+    counted = sum(json.loads(f.read_bytes())["pool"] for f in files)
+    assert counted == sum(int(e[0]["tokens_used"]) for e in finals.values())  # type: ignore[call-overload]
 
 
 def _check_event_order(status_log: StatusLog) -> None:
