@@ -29,6 +29,7 @@ import datetime
 import fcntl
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -227,7 +228,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         body = json.loads(path.read_bytes())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # a damaged or hostile file: never raise
         log.warning("Unreadable spending file %s (%s); counting from zero", path, exc)
         return {}
     return body if isinstance(body, dict) else {}
@@ -248,4 +249,11 @@ def _count(value: Any) -> int:
 
 
 def _float(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else 0.0
+    """A finite number, else 0.0: a huge integer (OverflowError) or a NaN time must not reach the callers."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0

@@ -20,6 +20,7 @@ How the cap finds the account's limit (docs/gigachat-client.md, "Finding the acc
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +28,16 @@ RECORD_BYTES = 64
 NEVER = float("-inf")
 
 
+MAX_LEVEL = 99_999  # a cap or ceiling beyond this is a damaged record (and would not fit RECORD_BYTES)
+
+
 def _parse_time(raw: bytes) -> float:
+    """A damaged time (unparsable, nan, inf) reads as never: it must neither block growth nor skip waits."""
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        return NEVER  # a damaged record must not block growth forever
+        return NEVER
+    return value if math.isfinite(value) else NEVER
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class CapRecord:
         if len(fields) not in (4, 5) or fields[0] != fields[-1]:
             return None
         if not fields[0].isdigit() or not fields[2].isdigit():
+            return None
+        if int(fields[0]) > MAX_LEVEL or int(fields[2]) > MAX_LEVEL:
             return None
         decreased_at = _parse_time(fields[1])
         changed_at = _parse_time(fields[3]) if len(fields) == 5 else decreased_at

@@ -342,3 +342,16 @@ def test_the_record_of_an_earlier_version_is_read(tmp_path: Path) -> None:
     lim = limiter(tmp_path, 8, FakeClock(), cold=True)
     record = read_cap(tmp_path)
     assert lim.cap == 4 and record is not None and record.ceiling == 5
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"4 nan 0 nan 4",  # a NaN time would make every wait test false: growth without limit
+        b"4 inf 0 inf 4",
+        b"99999999999999999999 1.0 0 1.0 99999999999999999999",  # would not fit the record again
+    ],
+)
+def test_a_damaged_cap_record_never_reads_as_a_time_or_level_to_act_on(raw: bytes) -> None:
+    record = CapRecord.parse(raw)
+    assert record is None or (record.decreased_at == NEVER and record.changed_at == NEVER)

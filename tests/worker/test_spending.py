@@ -18,7 +18,7 @@ from llm_service.config import load_settings
 from llm_service.errors import ConfigError
 from llm_worker.balance_watch import BalanceWatch
 from llm_worker.budget_gate import Budgets, Hold, SpendGate, parse_tenant_budgets
-from llm_worker.spending import Spend, SpendingFiles
+from llm_worker.spending import Spend, SpendingFiles, _float, _read_json
 
 MSK = ZoneInfo("Europe/Moscow")
 # 2026-12-01 20:59:00 UTC = 23:59 in Moscow; a minute later the Moscow day is 2026-12-02.
@@ -241,3 +241,13 @@ def test_a_spend_file_that_cannot_be_written_keeps_the_tokens_for_the_next_refre
     now.now += 1.0
     g.pool_hold()
     assert files(tmp_path, wall).spent().pool == 9
+
+
+def test_a_hostile_spending_file_reads_as_nothing_and_never_raises(tmp_path: Path) -> None:
+    """Deep nesting (RecursionError), huge integers (OverflowError) and NaN in the limiter directory,
+    which the supervisor's loop and every worker read: counted as nothing, never an exception."""
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 200_000 + b"]" * 200_000)
+    assert _read_json(deep) == {}
+    assert _float(10**400) == 0.0 and _float(float("nan")) == 0.0 and _float(True) == 0.0
+    assert _float(2.5) == 2.5
