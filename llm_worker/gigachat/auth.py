@@ -27,7 +27,14 @@ from llm_service.errors import PermanentTaskError, TaskError, TransientTaskError
 from llm_worker.gigachat import wire
 from llm_worker.gigachat.backoff import Retrier, RetryableFailure
 from llm_worker.gigachat.models import AUTH_FAILED, AUTH_UNAVAILABLE
-from llm_worker.gigachat.wire import describe_exception, parse_retry_after, scrub, server_message, tls_verify
+from llm_worker.gigachat.wire import (
+    describe_exception,
+    json_body,
+    parse_retry_after,
+    scrub,
+    server_message,
+    tls_verify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +189,7 @@ class TokenProvider:
         )
 
     def _parse(self, response: requests.Response) -> _Token | RetryableFailure:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = json_body(response)
         value = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(value, str) or not value:
             error = TransientTaskError(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -64,8 +65,10 @@ from llm_worker.gigachat.models import (
     ChatResult,
 )
 from llm_worker.gigachat.wire import (
+    NOT_JSON,
     describe_exception,
     environment_proxies,
+    json_body,
     parse_retry_after,
     scrub,
     server_message,
@@ -216,12 +219,13 @@ class GigaChatClient:
         body = _json_bytes({"model": model, "input": texts})
         request = _Request("POST", "/tokens/count", "GigaChat token count", body=body, gated=False)
         answer = _decode(self._call(request, task_id=task_id, deadline=deadline), request)
-        counts = [item.get("tokens") for item in answer] if isinstance(answer, list) else []
-        if len(counts) != len(texts) or not all(isinstance(c, int) for c in counts):
+        items = answer if isinstance(answer, list) else []
+        counts = [item.get("tokens") if isinstance(item, dict) else None for item in items]
+        if len(counts) != len(texts) or not all(_is_count(c) for c in counts):
             raise TransientTaskError(
                 "GigaChat token count answered an unexpected body", code=MODEL_BAD_RESPONSE
             )
-        return [int(c) for c in counts]
+        return [int(c) for c in counts if c is not None]
 
     def upload_file(
         self, *, task_id: str, filename: str, data: bytes, content_type: str, deadline: float
@@ -281,9 +285,9 @@ class GigaChatClient:
         if not isinstance(entries, list):
             raise TransientTaskError("GigaChat balance answered without a list", code=MODEL_BAD_RESPONSE)
         return {
-            str(e["usage"]): float(e["value"])
+            str(e["usage"]): value
             for e in entries
-            if isinstance(e, dict) and isinstance(e.get("value"), (int, float)) and "usage" in e
+            if isinstance(e, dict) and "usage" in e and (value := _finite(e.get("value"))) is not None
         }
 
     def close(self) -> None:
@@ -453,19 +457,31 @@ def _unauthorized(outcome: requests.Response | RetryableFailure) -> bool:
     return isinstance(outcome, requests.Response) and outcome.status_code == 401
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (a huge integer overflows a float)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _json_bytes(body: Mapping[str, Any]) -> bytes:
     # ensure_ascii=False: Cyrillic as UTF-8, not \\u escapes (smaller, and what GigaChat expects).
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def _decode(response: requests.Response, request: _Request) -> Any:
-    try:
-        # From bytes: json detects UTF-8 itself instead of trusting requests' charset guess.
-        return json.loads(response.content)
-    except ValueError:
-        raise TransientTaskError(
-            f"{request.what}: the 2xx body is not JSON", code=MODEL_BAD_RESPONSE
-        ) from None
+    body = json_body(response)
+    if body is NOT_JSON:
+        raise TransientTaskError(f"{request.what}: the 2xx body is not JSON", code=MODEL_BAD_RESPONSE)
+    return body
 
 
 def _budget_spent(

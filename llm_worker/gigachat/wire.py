@@ -5,7 +5,9 @@ Pure functions, called from task threads by auth.py and client.py.
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import requests
 from requests.utils import get_environ_proxies
@@ -31,15 +33,27 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+NOT_JSON: Any = object()  # what json_body answers for a body that is not JSON
+
+
+def json_body(response: requests.Response) -> Any:
+    """The response body parsed as JSON, or NOT_JSON: never raises, whatever the server sent.
+
+    From bytes: json detects UTF-8 itself instead of trusting requests' charset guess. A body nested
+    deeper than the parser's recursion limit raises RecursionError, not ValueError.
+    """
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
 def server_message(response: requests.Response) -> str:
     """The ``message`` of an error body (API: ``{status, message}``, OAuth: ``{code, message}``).
 
     Falls back to the reason phrase when the body is not JSON (gateways answer 502/504 in HTML).
     """
-    try:
-        body = response.json()
-    except ValueError:
-        return response.reason or ""
+    body = json_body(response)
     if not isinstance(body, dict):
         return response.reason or ""
     message = str(body.get("message") or response.reason or "")

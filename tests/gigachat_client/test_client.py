@@ -438,3 +438,18 @@ def test_when_the_whole_chain_fails_the_first_models_failure_is_raised(tmp_path:
         _chat_on(rig, "A-Model")
     assert caught.value.code == "MODEL_UNAVAILABLE" and not isinstance(caught.value, BreakerOpenError)
     assert _models_sent(rig) == ["A-Model", "B-Model"]
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000  # json raises RecursionError on it, not ValueError
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_body_nested_past_the_parsers_limit_is_a_bad_answer_not_an_exception(
+    tmp_path: Path, status: int
+) -> None:
+    rig = Rig(tmp_path, Script(api=[response(status, DEEP)]), gigachat_call_attempts=1)
+
+    with pytest.raises(TransientTaskError) as failure:
+        rig.chat()
+
+    assert failure.value.code in ("MODEL_BAD_RESPONSE", "MODEL_UNAVAILABLE")
