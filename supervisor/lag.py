@@ -32,6 +32,7 @@ class LagMonitor:
         self._proc: subprocess.Popen[bytes] | None = None
         self._out = bytearray()
         self._started = 0.0
+        self._killed = False  # the running probe overran and was sent SIGKILL; its reaping is awaited
         self._next = 0.0
         self.lag_s: float | None = None
         self.lag_messages: int | None = None
@@ -40,10 +41,11 @@ class LagMonitor:
     def tick(self, settings: Settings, now: float) -> None:
         """Start a probe when one is due; kill one that overran. Called every loop turn."""
         if self._proc is not None:
-            if now - self._started > self._timeout_s:
+            if now - self._started > self._timeout_s and not self._killed:
                 log.warning("Consumer-lag probe overran %.0f s; killing it", self._timeout_s)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self._proc.pid, signal.SIGKILL)
+                self._killed = True
             return
         if settings.supervisor_lag_interval_s <= 0 or now < self._next:
             return
@@ -52,8 +54,8 @@ class LagMonitor:
 
     def next_due(self, settings: Settings) -> float | None:
         """When :meth:`tick` has something to do: a probe to start, or a running one's overrun deadline."""
-        if self._proc is not None:
-            return self._started + self._timeout_s
+        if self._proc is not None:  # once killed, its SIGCHLD wakes the loop: nothing is due until then
+            return None if self._killed else self._started + self._timeout_s
         return self._next if settings.supervisor_lag_interval_s > 0 else None
 
     def _start(self, settings: Settings, now: float) -> None:
@@ -73,6 +75,7 @@ class LagMonitor:
             log.warning("Cannot start the consumer-lag probe: %s", exc)
             return
         self._started = now
+        self._killed = False
         self._out.clear()
         stdout: IO[bytes] | None = self._proc.stdout
         if stdout is not None:
