@@ -157,11 +157,13 @@ class SpendGate:
         if pool <= 0:
             return
         try:
-            self._files.add_many(pool=pool, tenants=tenants)
-        except OSError as exc:  # kept for the next refresh; the consumer loop must not die of it
+            spend = self._files.add_many(pool=pool, tenants=tenants)
+        except OSError as exc:  # kept for the next try: neither a loop nor a paid answer dies of it
             log.warning("Spend file not written (%s); %d tokens kept for the next try", exc, pool)
             return
         self._pending_pool, self._pending_tenants = 0, {}
+        if spend is not None:  # every worker's spending, read under the host lock: the gate's view
+            self._spend = spend
 
     def _defer(self, tokens: int, tenant: str | None) -> None:
         if tokens <= 0:
@@ -197,17 +199,16 @@ class SpendGate:
         The spending just written (every worker's) becomes the gate's view at once, so the next check
         sees it without reading the file again: re-reading after every call cost each task and each
         consumer-loop turn two file reads."""
-        if self._deferred:
-            self._defer(tokens, tenant)
-            spend = None
-        else:
-            spend = self._files.add(tokens=tokens, tenant=tenant)
-        if self._files.payment_ok():
-            log.warning("GigaChat answered again after a 402/403; intake resumes")
+        self._defer(tokens, tenant)
         with self._lock:
+            if not self._deferred:  # a budget compares against the file: write it now
+                self._write_pending()
             self._payment = False
-            if spend is not None:
-                self._spend = spend
+        try:
+            if self._files.payment_ok():
+                log.warning("GigaChat answered again after a 402/403; intake resumes")
+        except OSError as exc:  # the answer is paid for: the task must not fail over the pause file
+            log.warning("Could not end the payment pause (%s); the next answered call tries again", exc)
 
     def refused(self, status: int) -> None:
         """The model answered 402/403: pause the host's intake until a probe succeeds."""

@@ -243,6 +243,28 @@ def test_a_spend_file_that_cannot_be_written_keeps_the_tokens_for_the_next_refre
     assert files(tmp_path, wall).spent().pool == 9
 
 
+def test_with_a_budget_an_unwritable_spend_file_keeps_the_tokens_and_the_answer(tmp_path: Path) -> None:
+    """The model already answered (and billed): a full disk must not turn that into a failed task."""
+    wall = Clock(BEFORE_MIDNIGHT)
+    g = SpendGate(
+        files=files(tmp_path, wall),
+        budgets=Budgets(pool=1000, tenants={}, tenant_field=""),
+        probe_s=5,
+        refresh_s=3600,
+        clock=lambda: 0.0,
+    )
+    real_add = g.files.add_many
+
+    def failing(**kwargs: object) -> Spend | None:
+        raise OSError(28, "No space left on device")
+
+    g.files.add_many = failing  # type: ignore[method-assign]
+    g.spent(tokens=7, tenant=None)  # must not raise
+    g.files.add_many = real_add  # type: ignore[method-assign]
+    g.spent(tokens=3, tenant=None)
+    assert files(tmp_path, wall).spent().pool == 10
+
+
 def test_a_hostile_spending_file_reads_as_nothing_and_never_raises(tmp_path: Path) -> None:
     """Deep nesting (RecursionError), huge integers (OverflowError) and NaN in the limiter directory,
     which the supervisor's loop and every worker read: counted as nothing, never an exception."""
