@@ -133,9 +133,12 @@ def log_file_path(value: str) -> str | None:
     if not value:
         return None
     target = Path(value)
-    if target.is_dir():
-        return "is a directory"
-    return None if target.parent.is_dir() else f"folder {str(target.parent)!r} does not exist"
+    try:
+        if target.is_dir():
+            return "is a directory"
+        return None if target.parent.is_dir() else f"folder {str(target.parent)!r} does not exist"
+    except OSError as exc:  # a folder the service may not search (EACCES): a clear refusal, no traceback
+        return f"cannot be checked: {exc.strerror or exc}"
 
 
 def sasl_mechanism(value: str) -> str | None:
@@ -145,7 +148,10 @@ def sasl_mechanism(value: str) -> str | None:
 
 
 def existing_file(value: str) -> str | None:
-    return None if not value or Path(value).is_file() else "file does not exist"
+    try:
+        return None if not value or Path(value).is_file() else "file does not exist"
+    except OSError as exc:  # as in log_file_path
+        return f"cannot be checked: {exc.strerror or exc}"
 
 
 def instance_prefix_text(value: str) -> str | None:

@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from llm_service.config import SECRET_MASK, Reload, Settings, env_example, load_settings, reload_scope
+from llm_service.config import (
+    SECRET_MASK,
+    Reload,
+    Settings,
+    env_example,
+    existing_file,
+    load_settings,
+    log_file_path,
+    reload_scope,
+)
 from llm_service.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,3 +143,14 @@ def test_config_check_command_reports_a_bad_value(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "config error: WORKER_MAX_CONCURRENT_TASKS='-1': must be greater than 0"
     assert "topsecret" not in done.stdout + done.stderr
+
+
+def test_a_path_that_cannot_even_be_checked_is_refused_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EACCES on a folder the service may not search (root cannot provoke it, so stat is made to)."""
+
+    def denied(self: Path, *, follow_symlinks: bool = True) -> os.stat_result:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "stat", denied)
+    assert log_file_path("/srv/locked/app.log") == "cannot be checked: Permission denied"
+    assert existing_file("/srv/locked/ca.pem") == "cannot be checked: Permission denied"
