@@ -121,7 +121,7 @@ def test_image_runs_the_service_and_stop_drains(
         assert line in logs, f"{line!r} missing from podman logs"
 
     # A slow model call is in flight when the stop comes: the drain lets it finish.
-    emulator.config(latency=8.0)
+    emulator.config(latency=20.0)  # outlasts a slow stop command on a busy host, inside the 30 s drain
     send(producer, names.tasks, task_bytes("img-2", prompt="Take your time"), key=b"img-2")
     wait_until(lambda: _processing(status_log, "img-2"), timeout=60, what="img-2 PROCESSING")
     stop = podman(

@@ -111,7 +111,7 @@ def test_rss_soft_limit_recycles_without_failed_tasks(start: Start) -> None:
 def test_sigterm_drains_and_exits_0_within_the_deadline(start: Start) -> None:
     sup = start(FAKE_TASK_MS="1500")
     sup.running(2)
-    wait_until(lambda: all(w["in_flight"] > 0 for w in sup.workers()), timeout=5, what="tasks in flight")
+    wait_until(lambda: all(w["in_flight"] > 0 for w in sup.workers()), timeout=60, what="tasks in flight")
     began = time.monotonic()
     sup.signal(signal.SIGTERM)
     assert sup.wait_exit(timeout=15) == 0
@@ -123,9 +123,9 @@ def test_sigterm_drains_and_exits_0_within_the_deadline(start: Start) -> None:
 def test_second_sigterm_forces(start: Start) -> None:
     sup = start(FAKE_TASK_MS="60000")
     sup.running(2)
-    wait_until(lambda: all(w["in_flight"] > 0 for w in sup.workers()), timeout=5, what="tasks in flight")
+    wait_until(lambda: all(w["in_flight"] > 0 for w in sup.workers()), timeout=60, what="tasks in flight")
     sup.signal(signal.SIGTERM)
-    wait_until(lambda: "step 1 of 2" in sup.log_text(), timeout=5, what="step 1")
+    wait_until(lambda: "step 1 of 2" in sup.log_text(), timeout=60, what="step 1")
     sup.signal(signal.SIGTERM)
     assert sup.wait_exit(timeout=5) == 1
     assert "forcing the stop (step 2 of 2)" in sup.log_text()
@@ -136,7 +136,7 @@ def test_broken_env_on_sighup_keeps_the_old_config(start: Start) -> None:
     pids = {w["pid"] for w in sup.running(2)}
     sup.rewrite_env("WORKER_MAX_CONCURRENT_TASKS=lots\n")
     sup.signal(signal.SIGHUP)
-    wait_until(lambda: "rejected" in sup.log_text(), timeout=5, what="the reload's verdict")
+    wait_until(lambda: "rejected" in sup.log_text(), timeout=60, what="the reload's verdict")
     lines = [line for line in sup.log_text().splitlines() if "Reload" in line]
     assert len(lines) == 1
     assert "keeping the old config: WORKER_MAX_CONCURRENT_TASKS='lots': must be a whole number" in lines[0]
@@ -179,11 +179,11 @@ def test_llmctl_status_health_scale_drain(start: Start) -> None:
     sup.running(3)
     drained = sup.llmctl("drain")
     assert (drained.returncode, drained.stdout) == (0, "intake paused: no new tasks taken\n")
-    wait_until(lambda: sup.llmctl("health").returncode == 1, timeout=5, what="health degraded")
+    wait_until(lambda: sup.llmctl("health").returncode == 1, timeout=60, what="health degraded")
     assert all(w["control"]["intake_paused"] for w in sup.workers())
     resumed = sup.llmctl("resume", "--json")
     assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"ok": True, "intake_paused": False}
-    wait_until(lambda: sup.llmctl("health").returncode == 0, timeout=5, what="health ok")
+    wait_until(lambda: sup.llmctl("health").returncode == 0, timeout=60, what="health ok")
     refused = sup.llmctl("scale", "99")
     assert refused.returncode == 1 and refused.stdout.startswith("scale refused: ")
     reloaded = sup.llmctl("reload")
@@ -197,7 +197,7 @@ def test_llmctl_health_failing_and_unreachable(start: Start, tmp_path: Path) -> 
         WORKER_RESTART_BACKOFF_S="0.05",
         WORKER_MAX_QUICK_FAILURES="3",
     )
-    wait_until(lambda: sup.llmctl("health").returncode == 2, timeout=10, what="health failing")
+    wait_until(lambda: sup.llmctl("health").returncode == 2, timeout=60, what="health failing")
     out = sup.llmctl("health").stdout
     assert out.startswith("failing") and "worker_fatal" in out and "bootstrap_failing" in out
     gone = subprocess.run(
@@ -218,7 +218,7 @@ def test_notify_socket_gets_ready_reloading_stopping_in_order(start: Start, tmp_
     sup = start(NOTIFY_SOCKET=path)
     sup.running(2)
     sup.signal(signal.SIGHUP)
-    wait_until(lambda: "Reload (SIGHUP) accepted" in sup.log_text(), timeout=5, what="reload")
+    wait_until(lambda: "Reload (SIGHUP) accepted" in sup.log_text(), timeout=60, what="reload")
     sup.signal(signal.SIGTERM)
     assert sup.wait_exit(timeout=15) == 0
     firsts = []
@@ -247,9 +247,9 @@ def test_orphans_are_reaped(start: Start, tmp_path: Path) -> None:
     orphan_file = tmp_path / "orphan.pid"
     sup = start(WORKER_PROCESSES="1", FAKE_WORKER_MODE="orphan", FAKE_ORPHAN_FILE=str(orphan_file))
     worker = sup.running(1)[0]["pid"]
-    orphan = int(wait_until(orphan_file.read_text, timeout=5, what="the orphan's pid"))
+    orphan = int(wait_until(orphan_file.read_text, timeout=60, what="the orphan's pid"))
     os.kill(worker, signal.SIGKILL)
     wait_until(
-        lambda: f"Reaped orphan process {orphan}" in sup.log_text(), timeout=5, what="the orphan reaped"
+        lambda: f"Reaped orphan process {orphan}" in sup.log_text(), timeout=60, what="the orphan reaped"
     )
     assert not Path(f"/proc/{orphan}").exists()

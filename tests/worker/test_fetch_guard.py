@@ -79,7 +79,7 @@ def _pause_in_line_then_resume(consumer: KafkaConsumer, topic: str, *, guard: bo
         return seen[in_line] >= PER_PARTITION
 
     with contextlib.suppress(AssertionError):  # the bug: it never comes; the caller judges the count
-        wait_until(resumed_done, timeout=10, what="the resumed partition consumed")
+        wait_until(resumed_done, timeout=30, what="the resumed partition consumed")
     return seen[in_line]
 
 
