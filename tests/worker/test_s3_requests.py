@@ -119,8 +119,14 @@ def test_a_first_delivery_costs_three_s3_requests_and_a_waiting_message_pays_the
         ("GetObject", "result", 200),
         ("PutObject", "marker", 200),
     ]
-    assert _requests(logged_s3, f"{names.prefix}{written}.json") == _requests(
-        logged_s3, f"{names.prefix}{keyed}.json"
+    # The marker is written after the final status is acknowledged: it may reach the log a moment later.
+    wait_until(
+        lambda: (
+            _requests(logged_s3, f"{names.prefix}{written}.json")
+            == _requests(logged_s3, f"{names.prefix}{keyed}.json")
+        ),
+        timeout=30,
+        what=f"{keyed}'s requests in the access log, the same as {written}'s",
     )
     assert bed.emulator.calls_per_task().get(written, 0) == bed.emulator.calls_per_task().get(keyed, 0) == 0
 
