@@ -44,7 +44,7 @@ from llm_service import exit_codes
 from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.budget_gate import Hold
-from llm_worker.delivery_fence import read_fences
+from llm_worker.delivery_fence import FenceReader
 from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import JoinGuard
@@ -130,6 +130,7 @@ class ConsumerLoop:
         self._full = False  # intake was blocked last turn (see _intake_blocked)
         self._capacity_now: int | None = None  # this turn's capacity, once read (see _capacity)
         self._join_guard = JoinGuard(consumer)
+        self._fences = FenceReader(consumer=consumer, inflight=self._inflight, clock=clock)
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._config.topic], listener=RebalanceListener(owner=self))
@@ -264,7 +265,7 @@ class ConsumerLoop:
 
     def _take(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if not self._join_guard.under_way():
-            read_fences(self._consumer, self._inflight)  # of partitions new since the last turn
+            self._fences.read()  # of partitions new since the last turn
         if not records:
             return
         assigned = self._consumer.assignment()

@@ -12,6 +12,8 @@ the partition's messages all count as possible redeliveries and pay the checks.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -22,22 +24,46 @@ from llm_worker.inflight import InFlight
 
 log = logging.getLogger(__name__)
 
-FENCE_READ_TIMEOUT_MS = 2000  # the consumer thread waits this long at most; a failed read is retried
+FENCE_READ_TIMEOUT_MS = 2000  # the consumer thread waits this long at most
+FENCE_RETRY_S = 5.0  # after a failed read: meanwhile the messages pay the checks, the loop runs on
 
 
-def read_fences(consumer: KafkaConsumer, inflight: InFlight[TopicPartition, Any]) -> None:
-    """Set the fence of every owned partition that has none yet (one request for all of them)."""
-    unfenced = inflight.unfenced()
-    if not unfenced:
-        return
-    try:
-        ends: dict[TopicPartition, int] = consumer.end_offsets(
-            [partition for partition, _ in unfenced], timeout_ms=FENCE_READ_TIMEOUT_MS
-        )
-    except KafkaError as exc:
-        log.warning("Could not read the end offsets of newly owned partitions (%s); trying again", exc)
-        return
-    for partition, epoch in unfenced:
-        end = ends.get(partition)
-        if end is not None:
-            inflight.fence(partition, epoch, end)
+class FenceReader:
+    """Sets the fence of every owned partition that has none yet (one request for all of them).
+
+    A failed read (a partition without a leader) is tried again only after FENCE_RETRY_S: each try
+    blocks the consumer thread up to FENCE_READ_TIMEOUT_MS, and its commits and heartbeats with it.
+    """
+
+    def __init__(
+        self,
+        *,
+        consumer: KafkaConsumer,
+        inflight: InFlight[TopicPartition, Any],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._inflight = inflight
+        self._clock = clock
+        self._retry_at = 0.0
+
+    def read(self) -> None:
+        unfenced = self._inflight.unfenced()
+        if not unfenced or self._clock() < self._retry_at:
+            return
+        try:
+            ends: dict[TopicPartition, int] = self._consumer.end_offsets(
+                [partition for partition, _ in unfenced], timeout_ms=FENCE_READ_TIMEOUT_MS
+            )
+        except KafkaError as exc:
+            log.warning(
+                "Could not read the end offsets of newly owned partitions (%s); trying again in %.0f s",
+                exc,
+                FENCE_RETRY_S,
+            )
+            self._retry_at = self._clock() + FENCE_RETRY_S
+            return
+        for partition, epoch in unfenced:
+            end = ends.get(partition)
+            if end is not None:
+                self._inflight.fence(partition, epoch, end)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from kafka.errors import KafkaTimeoutError
+
+from llm_worker.delivery_fence import FENCE_RETRY_S, FenceReader
+from llm_worker.inflight import InFlight
 from llm_worker.offsets import OffsetTracker, PartitionOffsets
 
 
@@ -102,3 +106,28 @@ def test_an_ownership_with_nothing_below_its_fence_starts_with_first_deliveries(
     assert again is not None and again != epoch and not tracker.first_delivery("a", 8, again)
     tracker.fence("a", epoch, 100)  # a late read for the old ownership is ignored
     assert tracker.unfenced() == [("a", again)]
+
+
+def test_a_failed_fence_read_is_not_retried_on_every_loop_turn() -> None:
+    """Each try blocks the consumer thread up to FENCE_READ_TIMEOUT_MS: after a failure, wait."""
+    inflight: InFlight[str, object] = InFlight()
+    inflight.assigned(["p"])
+    now = [0.0]
+
+    class NoLeader:
+        calls = 0
+
+        def end_offsets(self, partitions: list[str], timeout_ms: int) -> dict[str, int]:
+            self.calls += 1
+            if self.calls == 1:
+                raise KafkaTimeoutError("no leader")
+            return {"p": 42}
+
+    consumer = NoLeader()
+    reader = FenceReader(consumer=consumer, inflight=inflight, clock=lambda: now[0])  # type: ignore[arg-type]
+    reader.read()
+    reader.read()
+    assert consumer.calls == 1 and inflight.unfenced() != []
+    now[0] = FENCE_RETRY_S
+    reader.read()
+    assert consumer.calls == 2 and inflight.unfenced() == []
