@@ -10,6 +10,8 @@ events a client needs and dropping it; the server owns what a request means and 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import selectors
 import socket
 from collections.abc import Callable
@@ -38,6 +40,9 @@ class Clients:
         self._service = service
         self._listener: socket.socket | None = None
         self._clients: list[Client] = []
+        # One fd held in reserve: out of fds (EMFILE), a pending connection would keep the listener
+        # readable and the loop awake for nothing; the reserve lets it be accepted and closed.
+        self._spare: int | None = _open_spare()
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -57,7 +62,9 @@ class Clients:
             return
         try:
             sock, _ = self._listener.accept()
-        except OSError:  # EAGAIN, ECONNABORTED, or EMFILE: the client is refused, the loop goes on
+        except OSError as exc:  # EAGAIN, ECONNABORTED, EMFILE: the client is refused, the loop goes on
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse_one()
             return
         sock.setblocking(False)
         if len(self._clients) >= self._max_clients:
@@ -65,6 +72,14 @@ class Clients:
         client = Client(sock)
         self._clients.append(client)
         self._selector.register(sock, selectors.EVENT_READ, self._callback(client))
+
+    def _refuse_one(self) -> None:
+        """Out of fds: give up the reserve to accept the waiting connection and close it at once."""
+        assert self._listener is not None
+        self._close_spare()
+        with contextlib.suppress(OSError):
+            self._listener.accept()[0].close()
+        self._spare = _open_spare()
 
     def _callback(self, client: Client) -> Callable[[int], None]:
         return lambda mask: self._service(client, mask)
@@ -118,6 +133,7 @@ class Clients:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        self._close_spare()
 
     def close(self) -> None:
         """Drop every client and stop listening (the supervisor at exit)."""
@@ -128,3 +144,16 @@ class Clients:
                 self._selector.unregister(self._listener)
             self._listener.close()
             self._listener = None
+        self._close_spare()
+
+    def _close_spare(self) -> None:
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
+
+
+def _open_spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
