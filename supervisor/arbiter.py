@@ -437,7 +437,7 @@ class Arbiter:
             self.pool.start_rolling()
             if self._life.state is not LifeState.RELOADING:
                 self._life.move(LifeState.RELOADING)
-        else:
+        elif self._life.state is LifeState.RUNNING:  # starting or mid-roll: READY comes when that ends
             self._p.notifier.ready(self._status_line())
         log.info(
             "Reload (%s) accepted: %s%s",

@@ -100,6 +100,21 @@ def test_ready_once_workers_run(world: World) -> None:
     assert world.notifier.sent.count("READY=1") == 1
 
 
+def test_a_reload_before_the_first_ready_does_not_announce_ready(tmp_path: Path) -> None:
+    """systemd would take the service as started while no worker runs yet."""
+    w = World(tmp_path)
+    try:
+        w.next_settings = dataclasses.replace(w.settings, alert_cpu_percent=95.0)  # applied in place
+        assert w.arbiter.reload("SIGHUP")["ok"] is True
+        assert "READY=1" not in w.notifier.sent
+        w.arbiter.pool.fill()
+        w.run_workers()
+        w.step()
+        assert w.notifier.sent.count("READY=1") == 1
+    finally:
+        w.close()
+
+
 def test_status_reply_has_the_contract_fields(world: World) -> None:
     reply = world.arbiter.handle_request(Request(cmd="status"))
     assert reply["health"] == "ok" and reply["alerts"] == []
