@@ -161,7 +161,7 @@ def test_the_unit_under_systemd_starts_reloads_and_stops_draining(
     assert "Reload (llmctl) rejected, keeping the old config: WORKER_PROCESSES='many'" in host.journal()
     env_file.write_text(good)
 
-    emulator.config(latency=20.0)  # outlasts a slow stop command on a busy host, inside the 30 s drain
+    emulator.config(latency=8.0)
     send(producer, names.tasks, task_bytes("sd-2", prompt="Take your time"), key=b"sd-2")
     wait_until(lambda: _processing(status_log, "sd-2"), timeout=60, what="sd-2 PROCESSING")
     # --no-block: systemd in a container on a cgroup v1 host gets no cgroup-empty notification, so the
