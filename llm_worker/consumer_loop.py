@@ -198,7 +198,7 @@ class ConsumerLoop:
         return capacity + capacity // PREFETCH_SHARE
 
     def _intake_blocked(self) -> bool:
-        held = self._inflight.running() + self._inflight.backlog()
+        held = self._inflight.placed() + self._inflight.backlog()
         if self._progress.control().intake_paused or held >= self._room():
             blocked = True
         else:
@@ -231,7 +231,7 @@ class ConsumerLoop:
             self._inflight.wait_completion(PAUSED_WAIT_S)
             if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
                 return {}
-        free = self._room() - self._inflight.running() - self._inflight.backlog()
+        free = self._room() - self._inflight.placed() - self._inflight.backlog()
         timeout_ms = PAUSED_POLL_MS if paused else int(self._config.poll_timeout_s * 1000)
         self._last_poll = self._clock()
         clear_drained_records(self._consumer)  # else a partition paused at capacity may never resume
@@ -280,7 +280,7 @@ class ConsumerLoop:
         if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
         capacity = self._capacity()
-        while self._inflight.running() < capacity:
+        while self._inflight.placed() < capacity:
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
                 return
@@ -305,7 +305,7 @@ class ConsumerLoop:
             oldest_pending_ts=oldest or 0.0,
         )
         title = (
-            self._inflight.running(),
+            self._inflight.placed(),
             "breaker open" if breaker is Breaker.OPEN else hold.value if hold else "paused" if paused else "",
         )
         if title != self._title:  # ps shows it; a syscall per change, not per turn
@@ -320,6 +320,7 @@ class ConsumerLoop:
             still_owned=lambda: self._inflight.owns(held.partition, held.epoch),
             stopping=self._stopping,
             draining=self._draining,
+            release_place=lambda: self._inflight.release_place(most=self._config.max_concurrent),
         )
         outcome = Outcome.HANDED_BACK
         record = _as_record(held.record)
@@ -338,7 +339,9 @@ class ConsumerLoop:
             )
         finally:
             self._progress.held.finish(entry)
-            self._inflight.complete(Completion(held.partition, held.offset, held.epoch, outcome))
+            self._inflight.complete(
+                Completion(held.partition, held.offset, held.epoch, outcome, ctx.place_released)
+            )
 
     # --- commits ---------------------------------------------------------------------------------
 

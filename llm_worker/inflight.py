@@ -1,6 +1,12 @@
 """Messages a worker holds: taken from Kafka, waiting for a task thread, running, or finished but not
 yet committed.
 
+A running message holds a *place* (``WORKER_MAX_CONCURRENT_TASKS`` of them) from its start until its
+task has done its work and queued its final status; it may give the place back then
+(:meth:`InFlight.release_place`), so the next message starts while its thread still waits for the
+broker's acknowledgement and writes the final-status marker (docs/worker.md, "Places"). Its thread
+still counts as running until it completes: drains and revocations wait for it, commits follow it.
+
 Shared by three threads, so every method takes the lock and returns quickly; none calls Kafka:
 
 * the consumer thread takes messages in, starts them, collects completions and commits;
@@ -51,6 +57,11 @@ class Completion(Generic[P]):
     offset: int
     epoch: int
     outcome: Outcome
+    place_released: bool = False  # its task gave its place back before completing (release_place)
+
+
+# Queued beside completions by release_place: wakes a consumer loop waiting for a free place.
+_PLACE_FREED = object()
 
 
 class InFlight(Generic[P, R]):
@@ -61,7 +72,8 @@ class InFlight(Generic[P, R]):
         self._tracker: OffsetTracker[P] = OffsetTracker()
         self._backlog: deque[Held[P, R]] = deque()  # taken beyond capacity, not started yet
         self._running: Counter[P] = Counter()
-        self._completions: queue.SimpleQueue[Completion[P]] = queue.SimpleQueue()
+        self._released = 0  # running messages that gave their place back (release_place)
+        self._completions: queue.SimpleQueue[Completion[P] | object] = queue.SimpleQueue()
         self._stopping = False
         self._alone: tuple[P, int, int] | None = None  # a suspect message running with nothing beside it
 
@@ -96,6 +108,21 @@ class InFlight(Generic[P, R]):
             self._running[held.partition] += 1
             return held
 
+    def release_place(self, most: int) -> bool:
+        """Task thread: its work is done and its final status queued; the next message may take its place.
+
+        Refused (False: the task keeps its place) while ``most`` running messages have given theirs
+        back already: should the broker stop acknowledging, the worker stops starting tasks instead of
+        piling up model calls whose statuses wait. At most once per message, whose completion then
+        says ``place_released``. Wakes a consumer loop that waits for a place.
+        """
+        with self._lock:
+            if self._released >= most:
+                return False
+            self._released += 1
+        self._completions.put(_PLACE_FREED)
+        return True
+
     def complete(self, completion: Completion[P]) -> None:
         """Task thread: report a finished (or handed back) message. Never blocks."""
         self._completions.put(completion)
@@ -117,7 +144,11 @@ class InFlight(Generic[P, R]):
                     done = self._completions.get_nowait()
                 except queue.Empty:
                     return verdict
+                if not isinstance(done, Completion):
+                    continue  # a place freed: counted by release_place already; it only woke the loop
                 self._running[done.partition] -= 1
+                if done.place_released:
+                    self._released -= 1
                 if self._alone == (done.partition, done.offset, done.epoch):
                     self._alone = None
                 if done.outcome is Outcome.DONE:
@@ -176,7 +207,13 @@ class InFlight(Generic[P, R]):
         with self._lock:
             self._stopping = True
 
+    def placed(self) -> int:
+        """Running messages that still hold a place: what the capacity bounds."""
+        with self._lock:
+            return sum(self._running.values()) - self._released
+
     def running(self, partitions: Iterable[P] | None = None) -> int:
+        """Messages whose task thread has not completed yet (with or without a place)."""
         with self._lock:
             if partitions is None:
                 return sum(self._running.values())

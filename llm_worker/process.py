@@ -151,8 +151,9 @@ def _serve(
 
     clients.breakers.on_change(breaker_changed)
     gate = spend_gate(settings)
+    # Room for a thread per place and one per task that gave its place back (llm_worker/inflight.py).
     executor = ThreadPoolExecutor(
-        max_workers=settings.worker_max_concurrent_tasks + settings.gigachat_tenant_held_max,
+        max_workers=2 * settings.worker_max_concurrent_tasks + settings.gigachat_tenant_held_max,
         thread_name_prefix="task",
     )
     loop = ConsumerLoop(

@@ -115,10 +115,15 @@ class StatusDelivery:
     def _deliver(
         self, send: Callable[[], Delivery], ctx: TaskContext, give_up_on: type[KafkaError] | None = None
     ) -> None:
-        """Send and wait for the broker's ack; re-send after a failure until acked or stopping."""
+        """Send and wait for the broker's ack; re-send after a failure until acked or stopping.
+
+        Once the final status (or dead letter) is queued, the task gives its place back: what is left
+        is the acknowledgement and the final-status marker (llm_worker/inflight.py).
+        """
         while True:
             try:
                 delivery = send()
+                ctx.release_place()
                 _await(delivery, ctx)
                 return
             except KafkaError as exc:

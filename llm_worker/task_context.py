@@ -39,10 +39,20 @@ class TaskContext:
         still_owned: Callable[[], bool],
         stopping: threading.Event,
         draining: threading.Event | None = None,
+        release_place: Callable[[], bool] = lambda: False,
     ) -> None:
         self._still_owned = still_owned
         self._stopping = stopping
         self._draining = draining or threading.Event()
+        self._release_place = release_place
+        self.place_released = False
+
+    def release_place(self) -> None:
+        """The task's work is done and its final status queued: the next message may take its place
+        while this thread waits for the acknowledgement and writes the marker (llm_worker/inflight.py).
+        Once per task; later calls do nothing."""
+        if not self.place_released:
+            self.place_released = self._release_place()
 
     @property
     def draining(self) -> bool:

@@ -639,3 +639,31 @@ def test_a_first_delivery_pays_the_result_check_when_a_result_may_exist_elsewher
     assert h.store.looked_up[-1] == result
     assert len(h.model.calls) == calls, "the existing result is sent again, the model is not called"
     assert h.publisher.statuses[-1]["status"] == 3
+
+
+def _released_when(h: Harness, body: dict[str, Any]) -> list[tuple[list[int], bool, bool]]:
+    """Run ``body``; what was done when the task gave its place back: (statuses, result?, marker?)."""
+    output = ObjectRef("out", f"r/{body['task_id']}.json")
+    seen: list[tuple[list[int], bool, bool]] = []
+
+    def release() -> bool:
+        objects = h.store.objects
+        seen.append((h.publisher.codes(), output in objects, output.final_marker() in objects))
+        return True
+
+    ctx = TaskContext(still_owned=lambda: True, stopping=h.stopping, release_place=release)
+    record = Record("tasks", 2, 40, b"k", json.dumps(body).encode())
+    assert h.pipeline.run(record, ctx) is Outcome.DONE and ctx.place_released
+    return seen
+
+
+def test_a_task_gives_its_place_back_once_its_final_status_is_queued() -> None:
+    h = Harness()
+    # The result is written and COMPLETED queued (so the next task's RECEIVED never comes before
+    # this one's final status: C tasks in flight at most); the marker waits for the acknowledgement.
+    assert _released_when(h, {"task_id": "t11", "prompt": "p"}) == [([1, 2, 3], True, False)]
+
+
+def test_a_failed_task_gives_its_place_back_once_failed_is_queued() -> None:
+    h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
+    assert _released_when(h, {"task_id": "t12", "prompt": "p"}) == [([1, 2, 4], False, False)]

@@ -1,0 +1,65 @@
+"""Places on the real stack: ``WORKER_MAX_CONCURRENT_TASKS`` bounds the tasks in flight and the model
+calls at once, also now that a task gives its place back once its final status is queued (its
+acknowledgement and final-status marker follow outside the place, llm_worker/inflight.py); and
+every task still gets its marker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from bench.common import event_ts
+from llm_service import exit_codes
+from llm_worker.task_message import FINAL_MARKER_PREFIX, ObjectRef
+from tests.waiting import wait_until
+from tests.worker.conftest import Testbed
+from tests.worker.harness import send, task_bytes
+
+pytestmark = pytest.mark.stack
+
+PLACES = 4
+TASKS = 48
+
+
+def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
+    """The most spans open at one time; one ending when another starts does not overlap it."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:  # at a tie the end (-1) sorts first
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_tasks_and_model_calls_in_flight_stay_within_the_places(bed: Testbed) -> None:
+    names, status_log = bed.names, bed.status_log()
+    bed.emulator.config(latency=0.3, latency_per_token=0)
+    ids = [f"place-{i:02d}" for i in range(TASKS)]
+    for task_id in ids:
+        send(bed.producer, names.tasks, task_bytes(task_id, prompt=f"Say {task_id}"), key=task_id.encode())
+    # The host cap far above the places: only the places bound the calls here.
+    env = bed.env(WORKER_MAX_CONCURRENT_TASKS=str(PLACES), GIGACHAT_MAX_CONCURRENCY="64")
+    worker = bed.start_worker(env).started()
+
+    finals = status_log.wait_finals(ids, timeout=240)
+    assert {t: [e["status"] for e in events] for t, events in finals.items()} == {t: [3] for t in ids}
+
+    received = {e["task_id"]: event_ts(e) for e in status_log.events() if e["status"] == 1}
+    tasks = [(received[t], event_ts(finals[t][0])) for t in ids]
+    assert most_at_once(tasks) <= PLACES
+
+    calls = [c for t in ids for c in bed.emulator.calls(t) if c["endpoint"].endswith("/chat/completions")]
+    assert len(calls) == TASKS
+    model_spans = [(c["ts"] - c["duration_ms"] / 1000.0, c["ts"]) for c in calls]
+    assert most_at_once(model_spans) == PLACES  # all the places were used, never more
+
+    markers = {ObjectRef("llm-output", f"{names.prefix}{t}.json").final_marker().key for t in ids}
+
+    def all_marked() -> bool:
+        prefix = f"{FINAL_MARKER_PREFIX}{names.prefix}"
+        found = {o.object_name for o in bed.s3.list_objects("llm-output", prefix=prefix, recursive=True)}
+        return markers <= found
+
+    wait_until(all_marked, timeout=60, what="a final-status marker for every task")
+    assert worker.stop() == exit_codes.OK
