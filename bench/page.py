@@ -22,7 +22,11 @@ def _budget(settings: dict[str, Any]) -> str:
         return "The quick version runs 50 tasks per system (10 for the one-at-a-time loop)."
     return (
         f"Each point runs about {settings['seconds_per_point']:g} s worth of tasks at the lower of C / L "
-        "and 60 tasks/s, and at least two waves of C, after a warm-up of 16 tasks that is not measured."
+        "and 60 tasks/s, in whole waves of C (at least two: throughput runs from the first start to the "
+        "last end, so a part-full last wave would count as idle places), after a warm-up that is not "
+        "measured: one wave of C and at least 16 tasks, so that the service's host call cap, which "
+        "starts a new host at one call (docs/gigachat-client.md), has opened; bench/account_limit.py "
+        "measures that opening."
     )
 
 
