@@ -91,8 +91,6 @@ def check_prefix(settings: Settings, prefix: str) -> Claim:
         sys.executable,
         "-m",
         "supervisor.instance_probe",
-        f"--bootstrap={settings.kafka_bootstrap_servers}",
-        f"--group={settings.kafka_group_id}",
         f"--prefix={prefix}",
         f"--wait={wait_s}",
         f"--timeout={CONNECT_TIMEOUT_S}",
@@ -105,6 +103,9 @@ def check_prefix(settings: Settings, prefix: str) -> Claim:
     try:
         done = subprocess.run(
             argv,
+            # The settings go through the environment (not argv, which `ps` shows): the brokers, the
+            # group and the Kafka security settings, SASL password included (as for the lag probe).
+            env={**os.environ, **settings.as_environ()},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=wait_s + 4 * CONNECT_TIMEOUT_S,

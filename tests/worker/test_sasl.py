@@ -1,6 +1,7 @@
 """The service against a broker that requires SASL: a private broker with a SASL_PLAINTEXT listener
-(devstack's KafkaBroker with PLAIN users), the real worker, llmctl and the lag probe all connecting
-through it with the KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* settings; a wrong password fails clearly.
+(devstack's KafkaBroker with PLAIN users), the real worker, llmctl, the lag probe and the supervisor's
+instance-prefix check all connecting through it with the KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_*
+settings; a wrong password fails clearly.
 
 S3 and the GigaChat emulator come from the session stack; only Kafka is private to this module.
 """
@@ -21,6 +22,7 @@ from devstack.procs import free_port
 from llm_service.clients import SASL_HINT
 from llm_service.config import load_settings
 from llmctl.api import TaskClient
+from supervisor.instance_claim import check_prefix
 from tests.waiting import wait_until
 from tests.worker.harness import Names, WorkerProcess, run_llmctl, worker_env
 
@@ -89,6 +91,24 @@ def test_worker_llmctl_and_lag_probe_work_through_sasl(sasl_env: dict[str, str],
             check=True,
         )
         assert json.loads(probe.stdout)["lag_messages"] == 0, probe.stdout
+    finally:
+        assert worker.stop() == 0
+
+
+def test_the_instance_prefix_check_sees_a_live_holder_through_sasl(
+    sasl_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The check a supervisor makes before it starts (docs/scaling.md) asks the group over SASL too:
+    without the security settings it could not connect and would let a duplicate prefix start."""
+    env = {**sasl_env, "WORKER_INSTANCE_PREFIX": "sasl-host"}
+    settings = load_settings(env, env_file=None)
+    worker = WorkerProcess(env=env, log_path=tmp_path / "worker.log", slot=0)
+    try:
+        worker.started()
+        claim = check_prefix(settings, "sasl-host")
+        assert claim.skipped == "" and claim.holders == ("llm-worker-sasl-host-0",), claim
+        free = check_prefix(settings, "another-host")
+        assert free.skipped == "" and not free.refused, free
     finally:
         assert worker.stop() == 0
 
