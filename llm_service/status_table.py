@@ -477,16 +477,33 @@ class SlotWriter:
             self._buf[self._task_pos(entry) + 8] = stage  # the stage byte follows the 8-byte start time
             self._begin()
 
+    def task_left_place(self) -> None:
+        """A task gave its place back (llm_worker/inflight.py): ``in_flight`` counts tasks holding a
+        place (at most WORKER_MAX_CONCURRENT_TASKS); its entry stays, at stage PUBLISHING, until
+        :meth:`task_finished` or :meth:`task_dropped` with ``left_place=True``."""
+        with self._lock:
+            self._begin()
+            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
+            self._begin()
+
     def task_finished(
-        self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0, code_index: int = -1
+        self,
+        entry: int,
+        *,
+        ok: bool,
+        tokens: int = 0,
+        processing_ms: float = 0.0,
+        code_index: int = -1,
+        left_place: bool = False,
     ) -> None:
         """Move a task out of flight and into the done or failed counters, the averages and the histogram.
 
         ``code_index`` (a FAILED task's error code, by llm_worker.error_codes.COUNTED) is counted too.
+        ``left_place``: :meth:`task_left_place` already took it out of ``in_flight``.
         """
         with self._lock:
             self._begin()
-            self._release(entry)
+            self._release(entry, counted=not left_place)
             counter = "done" if ok else "failed"
             finished = int(self._get(counter)) + 1
             self._put(counter, finished)
@@ -522,19 +539,21 @@ class SlotWriter:
             name = f"failed_code_{code_index}"
             self._put(name, int(self._get(name)) + 1)
 
-    def task_dropped(self, entry: int) -> None:
+    def task_dropped(self, entry: int, *, left_place: bool = False) -> None:
         """Move a task out of flight without an outcome: handed back, or already finished elsewhere."""
         with self._lock:
             self._begin()
-            self._release(entry)
+            self._release(entry, counted=not left_place)
             self._begin()
 
-    def _release(self, entry: int) -> None:
-        """Free a task entry and count one task less in flight; inside a write (lock held, seq odd)."""
+    def _release(self, entry: int, *, counted: bool) -> None:
+        """Free a task entry and, if ``counted``, count one task less in flight; inside a write (lock
+        held, seq odd)."""
         if entry >= 0:
             self._buf[self._task_pos(entry) + 8] = Stage.FREE
             self._free_entries.append(entry)
-        self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
+        if counted:
+            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
 
     def _task_pos(self, entry: int) -> int:
         return self._base + _TASKS_AT + entry * _TASK.size

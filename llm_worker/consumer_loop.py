@@ -320,7 +320,7 @@ class ConsumerLoop:
             still_owned=lambda: self._inflight.owns(held.partition, held.epoch),
             stopping=self._stopping,
             draining=self._draining,
-            release_place=lambda: self._inflight.release_place(most=self._config.max_concurrent),
+            release_place=self._release_place,
         )
         outcome = Outcome.HANDED_BACK
         record = _as_record(held.record)
@@ -342,6 +342,14 @@ class ConsumerLoop:
             self._inflight.complete(
                 Completion(held.partition, held.offset, held.epoch, outcome, ctx.place_released)
             )
+
+    def _release_place(self) -> bool:
+        """Task thread: give the task's place back (llm_worker/inflight.py); the status table's
+        ``in_flight`` counts tasks holding a place, as the runbook reads it (at most the capacity)."""
+        if not self._inflight.release_place(most=self._config.max_concurrent):
+            return False
+        self._progress.task_left_place()
+        return True
 
     # --- commits ---------------------------------------------------------------------------------
 

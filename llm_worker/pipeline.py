@@ -234,11 +234,16 @@ class TaskPipeline:
             self._dropped(run)
             return Outcome.HANDED_BACK
         self._final.mark(run, TaskStatus.FAILED, error={"code": error.code, "message": str(error)})
-        self._progress.task_finished(run.entry, ok=False, code_index=codes.counted_index(error.code))
+        self._progress.task_finished(
+            run.entry,
+            ok=False,
+            code_index=codes.counted_index(error.code),
+            left_place=run.ctx.place_released,
+        )
         return Outcome.DONE
 
     def _dropped(self, run: TaskRun) -> None:
-        self._progress.task_dropped(run.entry)
+        self._progress.task_dropped(run.entry, left_place=run.ctx.place_released)
         log.info("Task %s handed back unfinished (stopping, or its partition was revoked)", run.spec.task_id)
 
     # --- the steps -------------------------------------------------------------------------------
@@ -407,7 +412,11 @@ class TaskPipeline:
             result=spec.output.as_dict(),
         )
         self._progress.task_finished(
-            run.entry, ok=True, tokens=chat.total_tokens, processing_ms=processing_ms
+            run.entry,
+            ok=True,
+            tokens=chat.total_tokens,
+            processing_ms=processing_ms,
+            left_place=run.ctx.place_released,
         )
         log.info(log_lines.TASK_COMPLETED, spec.task_id, chat.total_tokens)
         log.info(log_lines.TASK_PROCESSED_IN, spec.task_id, processing_ms)

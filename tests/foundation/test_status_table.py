@@ -42,6 +42,21 @@ def test_worker_writes_and_supervisor_reads(table: StatusTable) -> None:
     assert table.read(0).pid == 0  # other slots untouched
 
 
+def test_a_task_that_gave_its_place_back_leaves_in_flight_but_stays_listed(table: StatusTable) -> None:
+    writer = table.writer(0)
+    first, second = writer.task_started("a"), writer.task_started("b")
+    writer.task_stage(first, Stage.PUBLISHING)
+    writer.task_left_place()  # "a" waits for its acknowledgement outside its place
+    snap = table.read(0)
+    assert snap.in_flight == 1 and [t.task_id for t in snap.tasks] == ["a", "b"]
+    writer.task_finished(first, ok=True, tokens=5, processing_ms=10.0, left_place=True)
+    snap = table.read(0)
+    assert (snap.in_flight, snap.done, [t.task_id for t in snap.tasks]) == (1, 1, ["b"])  # "b" still counts
+    writer.task_left_place()
+    writer.task_dropped(second, left_place=True)
+    assert (table.read(0).in_flight, table.read(0).tasks) == (0, ())
+
+
 def test_control_area_reaches_the_worker(table: StatusTable) -> None:
     control = table.control(2)
     control.pause_intake(True)

@@ -164,6 +164,7 @@ class FakeProgress:
     def __init__(self) -> None:
         self.stages: list[Stage] = []
         self.finished: list[bool] = []
+        self.left_place: list[bool] = []  # per finished task: it had given its place back first
         self.dropped = 0
         self.counters: dict[str, float] = {}
         self.codes: list[str] = []  # error codes of failed tasks, as counted for the metrics
@@ -175,9 +176,17 @@ class FakeProgress:
         self.stages.append(stage)
 
     def task_finished(
-        self, entry: int, *, ok: bool, tokens: int = 0, processing_ms: float = 0.0, code_index: int = -1
+        self,
+        entry: int,
+        *,
+        ok: bool,
+        tokens: int = 0,
+        processing_ms: float = 0.0,
+        code_index: int = -1,
+        left_place: bool = False,
     ) -> None:
         self.finished.append(ok)
+        self.left_place.append(left_place)
         if not ok:
             self.codes.append(COUNTED[code_index])
 
@@ -185,7 +194,7 @@ class FakeProgress:
         self.add(failed=1)
         self.codes.append(COUNTED[code_index])
 
-    def task_dropped(self, entry: int) -> None:
+    def task_dropped(self, entry: int, *, left_place: bool = False) -> None:
         self.dropped += 1
 
     def add(self, **deltas: float) -> None:
@@ -662,8 +671,10 @@ def test_a_task_gives_its_place_back_once_its_final_status_is_queued() -> None:
     # The result is written and COMPLETED queued (so the next task's RECEIVED never comes before
     # this one's final status: C tasks in flight at most); the marker waits for the acknowledgement.
     assert _released_when(h, {"task_id": "t11", "prompt": "p"}) == [([1, 2, 3], True, False)]
+    assert h.progress.finished == [True] and h.progress.left_place == [True]  # counted out of flight once
 
 
 def test_a_failed_task_gives_its_place_back_once_failed_is_queued() -> None:
     h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
     assert _released_when(h, {"task_id": "t12", "prompt": "p"}) == [([1, 2, 4], False, False)]
+    assert h.progress.finished == [False] and h.progress.left_place == [True]
