@@ -82,8 +82,14 @@ def seed_inputs(stack: Stack) -> list[str]:
 
 
 def submit(stack: Stack, topic: str, count: int, inputs: list[str], *, prefix: str = "t") -> list[str]:
-    """Send ``count`` tasks, each reading one input document; returns their ids."""
+    """Send ``count`` tasks, each reading one input document; returns their ids.
+
+    Spread evenly over the topic's partitions, in turn: hashed by key (t-00000..t-00639), the 8
+    partitions got 64 to 94 tasks, and two workers holding half the partitions each got unequal
+    halves; the run would measure the key hash, not the systems.
+    """
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, linger_ms=10)
+    partitions = sorted(producer.partitions_for(topic))
     ids = [f"{prefix}-{i:05d}" for i in range(count)]
     for i, task_id in enumerate(ids):
         body = task_bytes(
@@ -91,7 +97,7 @@ def submit(stack: Stack, topic: str, count: int, inputs: list[str], *, prefix: s
             prompt="Summarise the document in one line",
             input={"bucket": INPUT_BUCKET, "key": inputs[i % len(inputs)]},
         )
-        producer.send(topic, key=task_id.encode(), value=body)
+        producer.send(topic, key=task_id.encode(), value=body, partition=partitions[i % len(partitions)])
     producer.flush(timeout=120)
     producer.close(timeout=10)
     return ids
