@@ -44,7 +44,9 @@ load average {machine["load_average_at_start"]} at the start, {machine["started"
 
 One private local stack (real Kafka broker, real S3 server, the GigaChat emulator answering every call
 after L seconds) serves every run. Each run sends its tasks (each reads a ~700-byte input object from S3)
-to a fresh topic once the system is ready, and waits for every task's final status:
+to a fresh topic of 8 partitions once the system is ready, spread evenly over them (hashed by key, 640
+tasks would give partitions of 64 to 94, and two workers unequal halves), and waits for every task's
+final status:
 
 * **llm-service, 1 / 2 workers**: `llm-supervisor` with `WORKER_PROCESSES` = 1 or 2,
   `GIGACHAT_MAX_CONCURRENCY` = C and C split between the workers; a status client asks the supervisor
