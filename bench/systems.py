@@ -38,16 +38,6 @@ from tests.waiting import wait_until
 from tests.worker.harness import Names, StatusLog
 
 WARM_UP_TASKS = 16  # twice the partitions of the tasks topic (8); fewer for the one-at-a-time loop
-
-
-def warm_up_tasks(concurrency: int) -> int:
-    """At least one wave of C, for every system alike: the service's host call cap starts a new host at
-    one call and opens in slow start while callers wait (docs/gigachat-client.md, "Finding the
-    account's limit"); a measured run starts from where a running host is. bench/account_limit.py
-    measures that first opening."""
-    return max(concurrency, min(WARM_UP_TASKS, 2 * concurrency))
-
-
 SERVICE_KINDS = ("supervisor", "worker", "peer")
 
 
@@ -68,6 +58,14 @@ class Run:
     stack: Stack
     inputs: list[str]
     tmp: Path
+
+
+def warm_up_tasks(concurrency: int) -> int:
+    """At least one wave of C, for every system alike: the service's host call cap starts a new host at
+    one call and opens in slow start while callers wait (docs/gigachat-client.md, "Finding the
+    account's limit"); a measured run starts from where a running host is. bench/account_limit.py
+    measures that first opening."""
+    return max(concurrency, min(WARM_UP_TASKS, 2 * concurrency))
 
 
 def service(run: Run, point: Point, workers: int) -> dict[str, Any]:
