@@ -24,9 +24,9 @@ def _budget(settings: dict[str, Any]) -> str:
         f"Each point runs about {settings['seconds_per_point']:g} s worth of tasks at the lower of C / L "
         "and 60 tasks/s, in whole waves of C (at least two: throughput runs from the first start to the "
         "last end, so a part-full last wave would count as idle places), after a warm-up that is not "
-        "measured: one wave of C and at least 16 tasks, so that the service's host call cap, which "
-        "starts a new host at one call (docs/gigachat-client.md), has opened; bench/account_limit.py "
-        "measures that opening."
+        "measured: one wave of C (16 tasks at C = 8, 2 for the one-at-a-time loop), so that the "
+        "service's host call cap, which starts a new host at one call (docs/gigachat-client.md), has "
+        "opened; bench/account_limit.py measures that opening."
     )
 
 
