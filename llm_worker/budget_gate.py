@@ -136,8 +136,15 @@ class SpendGate:
             {"task_id": spec.task_id, "model": spec.model, "metadata": spec.metadata}
         )
 
-    def _refresh(self) -> Spend:
-        with self._lock:
+    def _refresh(self, *, wait: bool = True) -> Spend:
+        """The day's spending, read again at most every refresh_s.
+
+        ``wait=False`` (the consumer thread): while a task thread holds the gate, writing the spend
+        file under the host's flock, the last known figures serve; the loop never waits for a file.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return self._spend
+        try:
             if self._clock() - self._read_at >= self._refresh_s:
                 self._write_pending()
                 if not self._deferred:  # with no budget nothing compares against it
@@ -145,6 +152,8 @@ class SpendGate:
                 self._payment = self._files.payment() is not None
                 self._read_at = self._clock()
             return self._spend
+        finally:
+            self._lock.release()
 
     def flush(self) -> None:
         """Write the tokens not yet in the spend file (the worker calls it on its way out)."""
@@ -175,7 +184,7 @@ class SpendGate:
 
     def pool_hold(self) -> Hold | None:
         """Why the whole pool may not start tasks now (consumer thread), or None."""
-        spend = self._refresh()
+        spend = self._refresh(wait=False)
         if self._payment:
             return Hold.PAYMENT
         return spent_reason(self._budgets, spend)

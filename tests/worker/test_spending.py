@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -218,6 +219,36 @@ def test_with_a_budget_every_call_is_written_at_once(tmp_path: Path) -> None:
         )
         g.spent(tokens=10, tenant="sales")
         assert files(directory, wall).spent().pool == 10
+
+
+def test_the_consumer_thread_never_waits_for_a_task_writing_the_spend_file(tmp_path: Path) -> None:
+    """With a budget, a task thread writes the spend file under the host's flock while holding the
+    gate; the consumer loop's per-turn check must not queue behind it (a slow disk, another worker
+    holding the flock): it answers from the last figures."""
+    wall = Clock(BEFORE_MIDNIGHT)
+    writing, release = threading.Event(), threading.Event()
+
+    class SlowFiles(SpendingFiles):
+        def add_many(self, *, pool: int, tenants: Mapping[str, int]) -> Spend | None:
+            writing.set()
+            release.wait(30)
+            return super().add_many(pool=pool, tenants=tenants)
+
+    slow = SlowFiles(directory=tmp_path, zone=MSK, wall_clock=wall)
+    g = SpendGate(files=slow, budgets=Budgets(pool=1000, tenants={}, tenant_field=""), probe_s=5, refresh_s=0)
+    task = threading.Thread(target=lambda: g.spent(tokens=10, tenant=None))
+    task.start()
+    assert writing.wait(10)
+    answers: list[Hold | None] = []
+    loop = threading.Thread(target=lambda: answers.append(g.pool_hold()))
+    loop.start()
+    loop.join(5)
+    blocked = loop.is_alive()
+    release.set()
+    task.join(10)
+    loop.join(10)
+    assert not blocked and answers == [None]
+    assert g.pool_hold() is None and files(tmp_path, wall).spent().pool == 10
 
 
 def test_a_spend_file_that_cannot_be_written_keeps_the_tokens_for_the_next_refresh(tmp_path: Path) -> None:
