@@ -29,7 +29,6 @@ import datetime
 import fcntl
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from llm_worker.json_numbers import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +250,6 @@ def _count(value: Any) -> int:
 
 
 def _float(value: Any) -> float:
-    """A finite number, else 0.0: a huge integer (OverflowError) or a NaN time must not reach the callers."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return 0.0
-    try:
-        number = float(value)
-    except OverflowError:
-        return 0.0
-    return number if math.isfinite(number) else 0.0
+    """A finite number, else 0.0: a huge integer or a NaN time must not reach the callers."""
+    number = finite_number(value)
+    return 0.0 if number is None else number

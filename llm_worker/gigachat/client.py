@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -74,6 +73,7 @@ from llm_worker.gigachat.wire import (
     server_message,
     tls_verify,
 )
+from llm_worker.json_numbers import finite_number
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class GigaChatClient:
         return {
             str(e["usage"]): value
             for e in entries
-            if isinstance(e, dict) and "usage" in e and (value := _finite(e.get("value"))) is not None
+            if isinstance(e, dict) and "usage" in e and (value := finite_number(e.get("value"))) is not None
         }
 
     def close(self) -> None:
@@ -459,17 +459,6 @@ def _unauthorized(outcome: requests.Response | RetryableFailure) -> bool:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _finite(value: Any) -> float | None:
-    """A JSON number as a finite float; None for anything else (a huge integer overflows a float)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _json_bytes(body: Mapping[str, Any]) -> bytes:
