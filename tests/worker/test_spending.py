@@ -231,7 +231,7 @@ def test_the_consumer_thread_never_waits_for_a_task_writing_the_spend_file(tmp_p
     class SlowFiles(SpendingFiles):
         def add_many(self, *, pool: int, tenants: Mapping[str, int]) -> Spend | None:
             writing.set()
-            release.wait(30)
+            release.wait(300)  # held until the test has its answer (or gave up on it)
             return super().add_many(pool=pool, tenants=tenants)
 
     slow = SlowFiles(directory=tmp_path, zone=MSK, wall_clock=wall)
@@ -242,11 +242,13 @@ def test_the_consumer_thread_never_waits_for_a_task_writing_the_spend_file(tmp_p
     answers: list[Hold | None] = []
     loop = threading.Thread(target=lambda: answers.append(g.pool_hold()))
     loop.start()
-    loop.join(5)
+    # The writer stays blocked until released below: a pool_hold that waited for it could not answer
+    # within any deadline, so a generous one only costs time when the code is wrong.
+    loop.join(60)
     blocked = loop.is_alive()
     release.set()
-    task.join(10)
-    loop.join(10)
+    task.join(60)
+    loop.join(60)
     assert not blocked and answers == [None]
     assert g.pool_hold() is None and files(tmp_path, wall).spent().pool == 10
 
