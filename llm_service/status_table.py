@@ -85,6 +85,7 @@ class Stage(enum.IntEnum):
     WRITING_RESULT = 4
     PUBLISHING = 5
     RETRY_WAIT = 6
+    WAITING_PLACE = 7  # ready ahead of a place (llm_worker/places.py), not counted in in_flight
 
 
 # Field name -> struct format. Order is the layout; keep 8-byte fields first for alignment.
@@ -450,9 +451,10 @@ class SlotWriter:
         self.update(heartbeat=time.monotonic())
 
     def task_started(self, task_id: str) -> int:
-        """Record a task in flight; returns its entry for :meth:`task_stage` / :meth:`task_finished`.
+        """List a task being run; returns its entry for :meth:`task_stage` / :meth:`task_finished`.
 
-        Returns -1 when more tasks are in flight than the table tracks; they are still counted.
+        Returns -1 when more tasks run than the table lists. ``in_flight`` counts the tasks holding a
+        place instead (:meth:`task_took_place`, :meth:`task_left_place`; llm_worker/places.py).
         """
         with self._lock:
             entry = self._free_entries.pop() if self._free_entries else -1
@@ -465,7 +467,6 @@ class SlotWriter:
                     Stage.RECEIVED,
                     task_id.encode()[:TASK_ID_BYTES],
                 )
-            self._put("in_flight", self._get("in_flight") + 1)
             self._begin()
             return entry
 
@@ -477,10 +478,17 @@ class SlotWriter:
             self._buf[self._task_pos(entry) + 8] = stage  # the stage byte follows the 8-byte start time
             self._begin()
 
+    def task_took_place(self) -> None:
+        """A task took a place (llm_worker/places.py): ``in_flight`` counts the tasks holding one, at
+        most WORKER_MAX_CONCURRENT_TASKS, as the runbook reads it."""
+        with self._lock:
+            self._begin()
+            self._put("in_flight", int(self._get("in_flight")) + 1)
+            self._begin()
+
     def task_left_place(self) -> None:
-        """A task gave its place back (llm_worker/inflight.py): ``in_flight`` counts tasks holding a
-        place (at most WORKER_MAX_CONCURRENT_TASKS); its entry stays, at stage PUBLISHING, until
-        :meth:`task_finished` or :meth:`task_dropped` with ``left_place=True``."""
+        """A task gave its place back: its final status is queued, or it ended (finished or handed
+        back). Its entry stays, at stage PUBLISHING, until :meth:`task_finished` or :meth:`task_dropped`."""
         with self._lock:
             self._begin()
             self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
@@ -494,16 +502,14 @@ class SlotWriter:
         tokens: int = 0,
         processing_ms: float = 0.0,
         code_index: int = -1,
-        left_place: bool = False,
     ) -> None:
-        """Move a task out of flight and into the done or failed counters, the averages and the histogram.
+        """Unlist a task and count it in the done or failed counters, the averages and the histogram.
 
         ``code_index`` (a FAILED task's error code, by llm_worker.error_codes.COUNTED) is counted too.
-        ``left_place``: :meth:`task_left_place` already took it out of ``in_flight``.
         """
         with self._lock:
             self._begin()
-            self._release(entry, counted=not left_place)
+            self._release(entry)
             counter = "done" if ok else "failed"
             finished = int(self._get(counter)) + 1
             self._put(counter, finished)
@@ -539,21 +545,18 @@ class SlotWriter:
             name = f"failed_code_{code_index}"
             self._put(name, int(self._get(name)) + 1)
 
-    def task_dropped(self, entry: int, *, left_place: bool = False) -> None:
-        """Move a task out of flight without an outcome: handed back, or already finished elsewhere."""
+    def task_dropped(self, entry: int) -> None:
+        """Unlist a task without an outcome: handed back, or already finished elsewhere."""
         with self._lock:
             self._begin()
-            self._release(entry, counted=not left_place)
+            self._release(entry)
             self._begin()
 
-    def _release(self, entry: int, *, counted: bool) -> None:
-        """Free a task entry and, if ``counted``, count one task less in flight; inside a write (lock
-        held, seq odd)."""
+    def _release(self, entry: int) -> None:
+        """Free a task entry; inside a write (lock held, seq odd)."""
         if entry >= 0:
             self._buf[self._task_pos(entry) + 8] = Stage.FREE
             self._free_entries.append(entry)
-        if counted:
-            self._put("in_flight", max(0, int(self._get("in_flight")) - 1))
 
     def _task_pos(self, entry: int) -> int:
         return self._base + _TASKS_AT + entry * _TASK.size

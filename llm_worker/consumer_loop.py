@@ -6,8 +6,9 @@ is short (a poll of at most ``poll_timeout_s`` or a wait of at most ``PAUSED_WAI
 rebalance is under way, a wait for the join of at most ``REBALANCE_WAIT_MS``), so the heartbeat in
 the status table keeps beating while tasks run for minutes.
 
-Intake: the loop polls for at most as many records as it has room for (the capacity, and a backlog
-of capacity / PREFETCH_SHARE beyond it, started as places free up); when full (or told to pause, or
+Intake: the loop polls for at most as many records as it has room for (the capacity in places, as
+many tasks again getting ready ahead of a place, llm_worker/places.py, and a backlog of capacity /
+PREFETCH_SHARE beyond them, started as places free up); when full (or told to pause, or
 the model's circuit breaker is open) it pauses every assigned partition and keeps polling, so it
 stays in the group. Once full it stays paused until a place is free with nothing queued for it, so
 each poll takes a batch rather than one record per finished task. A partition assigned
@@ -41,7 +42,8 @@ from kafka.errors import CommitFailedError, FencedInstanceIdError, KafkaError, R
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from llm_service import exit_codes
-from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS
+from llm_service.errors import ShutdownRequested
+from llm_service.message_ledger import POISON_DEATHS, SUSPECT_DEATHS, HeldMessages
 from llm_service.status_table import Breaker, Conn, SlotWriter, WorkerState
 from llm_worker.budget_gate import Hold
 from llm_worker.delivery_fence import FenceReader
@@ -49,6 +51,7 @@ from llm_worker.fetch_guard import clear_drained_records
 from llm_worker.inflight import Completion, Held, InFlight, Verdict
 from llm_worker.join_guard import JoinGuard
 from llm_worker.pipeline import TaskPipeline
+from llm_worker.places import Places, Ticket
 from llm_worker.rebalance import RebalanceListener, loop_sleep
 from llm_worker.task_context import Outcome, Record, TaskContext
 
@@ -74,6 +77,14 @@ class StopFlags(Protocol):
     def graceful(self) -> bool: ...
     @property
     def fast(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the loop may start now (read at most twice a turn)."""
+
+    places: int  # tasks that may hold a place (llm_worker/places.py)
+    ahead: int  # tasks that may get ready ahead of a place beside them
 
 
 @dataclass(frozen=True)
@@ -128,7 +139,13 @@ class ConsumerLoop:
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
         self._full = False  # intake was blocked last turn (see _intake_blocked)
-        self._capacity_now: int | None = None  # this turn's capacity, once read (see _capacity)
+        self._capacity_now: Capacity | None = None  # this turn's capacity, once read (see _capacity)
+        self._places = Places(
+            most_past=config.max_concurrent,
+            on_take=progress.task_took_place,
+            on_leave=progress.task_left_place,
+            on_freed=self._inflight.wake,
+        )
         self._join_guard = JoinGuard(consumer)
         self._fences = FenceReader(consumer=consumer, inflight=self._inflight, clock=clock)
 
@@ -153,6 +170,7 @@ class ConsumerLoop:
             )
             self._inflight.stopping()
             self._stopping.set()
+            self._places.wake_all()
             return exit_codes.FENCED
 
     # --- one turn --------------------------------------------------------------------------------
@@ -174,38 +192,44 @@ class ConsumerLoop:
         self._publish_state()
         return verdict
 
-    def _capacity(self) -> int:
+    def _capacity(self) -> Capacity:
         """How many tasks may run now; read at most twice a turn (it reads the control area, the spend
         gate and the breaker, and was read several times a turn: 3-11 % of the worker's samples)."""
         if self._capacity_now is None:
             self._capacity_now = self._read_capacity()
+            self._places.set_limit(self._capacity_now.places)
         return self._capacity_now
 
-    def _read_capacity(self) -> int:
+    def _read_capacity(self) -> Capacity:
         cap = self._progress.control().concurrency_cap
         capacity = min(self._config.max_concurrent, cap) if cap > 0 else self._config.max_concurrent
         hold = self._spend_hold()
         if hold is Hold.POOL_BUDGET:
-            return 0  # the day's budget is spent: the topic waits in Kafka; held tasks wait here
+            return Capacity(0, 0)  # the day's budget is spent: the topic waits in Kafka; held tasks wait here
+        ahead = capacity  # a wave of tasks finishing together finds as many ready behind it
         if self._breaker_state() is Breaker.OPEN or hold is Hold.PAYMENT:
-            capacity = 1  # one task keeps probing the model; the rest of the topic waits in Kafka
+            capacity, ahead = 1, 0  # one task keeps probing the model; the rest of the topic waits in Kafka
         # Tasks of spent tenants wait in their threads: beside them, the others keep flowing.
-        return capacity + min(self._tenant_held(), self._config.tenant_held_max)
+        return Capacity(capacity + min(self._tenant_held(), self._config.tenant_held_max), ahead)
+
+    def _claimable(self) -> int:
+        """How many tasks may be short of their place: in places, or getting ready ahead of one."""
+        capacity = self._capacity()
+        return capacity.places + capacity.ahead
 
     def _room(self) -> int:
-        """How many messages the worker may hold: its capacity and a small backlog beyond it."""
-        capacity = self._capacity()
-        return capacity + capacity // PREFETCH_SHARE
+        """How many messages the worker may hold short of their place: those and a small backlog."""
+        return self._claimable() + self._capacity().places // PREFETCH_SHARE
 
     def _intake_blocked(self) -> bool:
-        held = self._inflight.placed() + self._inflight.backlog()
+        held = self._places.claims() + self._inflight.backlog()
         if self._progress.control().intake_paused or held >= self._room():
             blocked = True
         else:
             # Once full, stay paused until a place is free with no message queued for it: the poll
             # that follows takes a batch, where it took one record per completion (a resume, a fetch
             # and a pause per task).
-            blocked = self._full and held >= self._capacity()
+            blocked = self._full and held >= self._claimable()
         self._full = blocked
         return blocked
 
@@ -231,7 +255,7 @@ class ConsumerLoop:
             self._inflight.wait_completion(PAUSED_WAIT_S)
             if self._clock() - self._last_poll < PAUSED_POLL_EVERY_S:
                 return {}
-        free = self._room() - self._inflight.placed() - self._inflight.backlog()
+        free = self._room() - self._places.claims() - self._inflight.backlog()
         timeout_ms = PAUSED_POLL_MS if paused else int(self._config.poll_timeout_s * 1000)
         self._last_poll = self._clock()
         clear_drained_records(self._consumer)  # else a partition paused at capacity may never resume
@@ -277,14 +301,14 @@ class ConsumerLoop:
                 self._inflight.take(partition, record.offset, record, now)
 
     def _start_tasks(self) -> None:
+        claimable = self._claimable()  # and the places' limit follows the capacity
         if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
-        capacity = self._capacity()
-        while self._inflight.placed() < capacity:
+        while self._places.claims() < claimable:
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:
                 return
-            self._executor.submit(self._run_task, held)
+            self._executor.submit(self._run_task, held, self._places.ticket())
 
     def _deaths(self, held: Held[TopicPartition, ConsumerRecord]) -> int:
         """Workers that died holding this message (the supervisor's death ledger; a shared-memory read)."""
@@ -305,7 +329,7 @@ class ConsumerLoop:
             oldest_pending_ts=oldest or 0.0,
         )
         title = (
-            self._inflight.placed(),
+            self._places.placed(),
             "breaker open" if breaker is Breaker.OPEN else hold.value if hold else "paused" if paused else "",
         )
         if title != self._title:  # ps shows it; a syscall per change, not per turn
@@ -314,42 +338,51 @@ class ConsumerLoop:
 
     # --- task threads ----------------------------------------------------------------------------
 
-    def _run_task(self, held: Held[TopicPartition, ConsumerRecord]) -> None:
+    def _run_task(self, held: Held[TopicPartition, ConsumerRecord], ticket: Ticket) -> None:
         """Task thread: run one message through the pipeline and report back, whatever happens."""
+        record = _as_record(held.record)
+        # Noted in shared memory for the supervisor while the message runs: should this process die
+        # then, it held this message. Not while it only waits to enter or for a place.
+        note = _HeldNote(self._progress.held, record)
+
+        def take_place(ctx: TaskContext) -> None:
+            if ticket.placed:
+                return
+            note.finish()
+            try:
+                ticket.take_place(ctx)
+            finally:
+                note.start()
+
         ctx = TaskContext(
             still_owned=lambda: self._inflight.owns(held.partition, held.epoch),
             stopping=self._stopping,
             draining=self._draining,
-            release_place=self._release_place,
+            revoking=lambda: self._inflight.being_revoked(held.partition),
+            has_place=lambda: ticket.placed,
+            take_place=take_place,
+            release_place=ticket.release,
         )
         outcome = Outcome.HANDED_BACK
-        record = _as_record(held.record)
-        # Noted in shared memory for the supervisor: should this process die now, it held this message.
-        entry = self._progress.held.start(record.topic, record.partition, record.offset)
         try:
+            ticket.enter(ctx)  # a free place, else a turn to get ready ahead of one
+            note.start()
             deaths = self._deaths(held)
             if deaths >= POISON_DEATHS:
                 outcome = self._pipeline.quarantine(record, ctx, deaths=deaths)
             else:
                 first = self._inflight.first_delivery(held)
                 outcome = self._pipeline.run(record, ctx, first_delivery=first)
+        except ShutdownRequested:
+            pass  # stopped, drained or revoked while it waited to enter: handed back
         except Exception:  # the thread boundary: a bug here must surface, not vanish with the thread
             log.exception(
                 "Task thread failed on %s[%d]@%d", held.partition.topic, held.partition.partition, held.offset
             )
         finally:
-            self._progress.held.finish(entry)
-            self._inflight.complete(
-                Completion(held.partition, held.offset, held.epoch, outcome, ctx.place_released)
-            )
-
-    def _release_place(self) -> bool:
-        """Task thread: give the task's place back (llm_worker/inflight.py); the status table's
-        ``in_flight`` counts tasks holding a place, as the runbook reads it (at most the capacity)."""
-        if not self._inflight.release_place(most=self._config.max_concurrent):
-            return False
-        self._progress.task_left_place()
-        return True
+            ticket.close()  # before the completion: the loop then sees the claim gone
+            note.finish()
+            self._inflight.complete(Completion(held.partition, held.offset, held.epoch, outcome))
 
     # --- commits ---------------------------------------------------------------------------------
 
@@ -396,6 +429,7 @@ class ConsumerLoop:
         )
         self._progress.update(state=WorkerState.DRAINING)
         self._draining.set()
+        self._places.wake_all()  # tasks waiting for a place or a turn hand back now
         self._pause_all()
         self._inflight.drop_backlog(self._consumer.assignment())
         deadline = self._clock() + self._config.drain_timeout_s
@@ -415,6 +449,7 @@ class ConsumerLoop:
         """Hand back what still runs, commit what finished; the caller closes the clients."""
         self._inflight.stopping()
         self._stopping.set()
+        self._places.wake_all()
         grace_until = self._clock() + HAND_BACK_GRACE_S
         while self._inflight.running() > 0 and self._clock() < grace_until:
             self._progress.heartbeat()
@@ -459,6 +494,8 @@ class ConsumerLoop:
     async def partitions_revoked(self, partitions: list[TopicPartition]) -> None:
         """Let the partitions' running tasks finish (up to WORKER_REVOKE_TIMEOUT_S), commit, give them up."""
         dropped = self._inflight.drop_backlog(partitions)
+        self._inflight.revoking(partitions)
+        self._places.wake_all()  # their tasks that wait for a place or a turn hand back now
         wait_s = 0.0 if self._stopping.is_set() else self._config.revoke_timeout_s
         deadline = self._clock() + wait_s
         while self._inflight.running(partitions) > 0 and self._clock() < deadline:
@@ -502,6 +539,24 @@ class ConsumerLoop:
     def _note(self, verdict: Verdict) -> None:
         if verdict is Verdict.STUCK:
             self._stuck = True
+
+
+class _HeldNote:
+    """One message's entry in the slot's held messages (llm_service/message_ledger.py), on and off."""
+
+    def __init__(self, held: HeldMessages, record: Record) -> None:
+        self._held = held
+        self._record = record
+        self._entry: int | None = None
+
+    def start(self) -> None:
+        if self._entry is None:
+            self._entry = self._held.start(self._record.topic, self._record.partition, self._record.offset)
+
+    def finish(self) -> None:
+        if self._entry is not None:
+            self._held.finish(self._entry)
+            self._entry = None
 
 
 def _as_record(record: Any) -> Record:

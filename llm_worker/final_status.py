@@ -85,7 +85,7 @@ class FinalStatus:
                 run.spec.task_id,
                 marker.get("status"),
             )
-            self._progress.task_dropped(run.entry, left_place=run.ctx.place_released)
+            self._progress.task_dropped(run.entry)
             return True
         return self._republish(run, marker, outcome, sources)
 
@@ -128,9 +128,7 @@ class FinalStatus:
             processing_ms=event["processing_ms"],
             result=run.spec.output.as_dict(),
         )
-        self._progress.task_finished(
-            run.entry, ok=True, tokens=0, processing_ms=0.0, left_place=run.ctx.place_released
-        )
+        self._progress.task_finished(run.entry, ok=True, tokens=0, processing_ms=0.0)
         return True
 
     def mark(self, run: TaskRun, status: TaskStatus, **outcome: Any) -> None:
@@ -178,7 +176,7 @@ class FinalStatus:
         )
         self._delivery.final(event, run.ctx)
         self._write(run, {**marker, "sources": [*sources[-15:], run.source]})
-        self._progress.task_dropped(run.entry, left_place=run.ctx.place_released)
+        self._progress.task_dropped(run.entry)
         return True
 
     def _write(self, run: TaskRun, marker: dict[str, Any]) -> None:

@@ -1,11 +1,8 @@
 """Messages a worker holds: taken from Kafka, waiting for a task thread, running, or finished but not
 yet committed.
 
-A running message holds a *place* (``WORKER_MAX_CONCURRENT_TASKS`` of them) from its start until its
-task has done its work and queued its final status; it may give the place back then
-(:meth:`InFlight.release_place`), so the next message starts while its thread still waits for the
-broker's acknowledgement and writes the final-status marker (docs/worker.md, "Places"). Its thread
-still counts as running until it completes: drains and revocations wait for it, commits follow it.
+A running message's thread counts as running until it completes, whether or not it holds a place
+(llm_worker/places.py): drains and revocations wait for it, commits follow it.
 
 Shared by three threads, so every method takes the lock and returns quickly; none calls Kafka:
 
@@ -57,11 +54,10 @@ class Completion(Generic[P]):
     offset: int
     epoch: int
     outcome: Outcome
-    place_released: bool = False  # its task gave its place back before completing (release_place)
 
 
-# Queued beside completions by release_place: wakes a consumer loop waiting for a free place.
-_PLACE_FREED = object()
+# Queued beside completions by wake(): wakes a consumer loop waiting for a free place.
+_WAKE = object()
 
 
 class InFlight(Generic[P, R]):
@@ -72,10 +68,10 @@ class InFlight(Generic[P, R]):
         self._tracker: OffsetTracker[P] = OffsetTracker()
         self._backlog: deque[Held[P, R]] = deque()  # taken beyond capacity, not started yet
         self._running: Counter[P] = Counter()
-        self._released = 0  # running messages that gave their place back (release_place)
         self._completions: queue.SimpleQueue[Completion[P] | object] = queue.SimpleQueue()
         self._stopping = False
         self._alone: tuple[P, int, int] | None = None  # a suspect message running with nothing beside it
+        self._revoking: frozenset[P] = frozenset()  # partitions being revoked: waiting tasks hand back
 
     def take(self, partition: P, offset: int, record: R, taken_at: float) -> Held[P, R] | None:
         """Track a fetched message and queue it in the backlog; None for a re-delivery already held."""
@@ -108,20 +104,9 @@ class InFlight(Generic[P, R]):
             self._running[held.partition] += 1
             return held
 
-    def release_place(self, most: int) -> bool:
-        """Task thread: its work is done and its final status queued; the next message may take its place.
-
-        Refused (False: the task keeps its place) while ``most`` running messages have given theirs
-        back already: should the broker stop acknowledging, the worker stops starting tasks instead of
-        piling up model calls whose statuses wait. At most once per message, whose completion then
-        says ``place_released``. Wakes a consumer loop that waits for a place.
-        """
-        with self._lock:
-            if self._released >= most:
-                return False
-            self._released += 1
-        self._completions.put(_PLACE_FREED)
-        return True
+    def wake(self) -> None:
+        """Any thread: wake a consumer loop waiting for a completion (a place was freed)."""
+        self._completions.put(_WAKE)
 
     def complete(self, completion: Completion[P]) -> None:
         """Task thread: report a finished (or handed back) message. Never blocks."""
@@ -145,15 +130,17 @@ class InFlight(Generic[P, R]):
                 except queue.Empty:
                     return verdict
                 if not isinstance(done, Completion):
-                    continue  # a place freed: counted by release_place already; it only woke the loop
+                    continue  # a wake-up (a place freed), not a completion
                 self._running[done.partition] -= 1
-                if done.place_released:
-                    self._released -= 1
                 if self._alone == (done.partition, done.offset, done.epoch):
                     self._alone = None
                 if done.outcome is Outcome.DONE:
                     self._tracker.finish(done.partition, done.offset, done.epoch)
-                elif self._tracker.epoch(done.partition) == done.epoch and not self._stopping:
+                elif (
+                    self._tracker.epoch(done.partition) == done.epoch
+                    and not self._stopping
+                    and done.partition not in self._revoking  # a task that waited hands back then
+                ):
                     verdict = Verdict.STUCK
 
     def assigned(self, partitions: Iterable[P]) -> None:
@@ -195,25 +182,31 @@ class InFlight(Generic[P, R]):
             self._backlog = kept
             return dropped
 
+    def revoking(self, partitions: Iterable[P]) -> None:
+        """The rebalance listener is giving these partitions up: their tasks that merely wait (for a
+        place, llm_worker/places.py) hand back at once instead of being waited for."""
+        with self._lock:
+            self._revoking = self._revoking | set(partitions)
+
+    def being_revoked(self, partition: P) -> bool:
+        """Any thread, lock-free."""
+        return partition in self._revoking
+
     def forget(self, partitions: Iterable[P]) -> None:
         """Give partitions up: drop their backlog and offsets; their running tasks see ``owns`` False."""
         partitions = list(partitions)
         self.drop_backlog(partitions)
         with self._lock:
             self._tracker.forget(partitions)
+            self._revoking = self._revoking - set(partitions)
 
     def stopping(self) -> None:
         """From now on, tasks handed back are expected (the worker stops), not a stuck partition."""
         with self._lock:
             self._stopping = True
 
-    def placed(self) -> int:
-        """Running messages that still hold a place: what the capacity bounds."""
-        with self._lock:
-            return sum(self._running.values()) - self._released
-
     def running(self, partitions: Iterable[P] | None = None) -> int:
-        """Messages whose task thread has not completed yet (with or without a place)."""
+        """Messages whose task thread has not completed yet."""
         with self._lock:
             if partitions is None:
                 return sum(self._running.values())

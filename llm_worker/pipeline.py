@@ -238,12 +238,11 @@ class TaskPipeline:
             run.entry,
             ok=False,
             code_index=codes.counted_index(error.code),
-            left_place=run.ctx.place_released,
         )
         return Outcome.DONE
 
     def _dropped(self, run: TaskRun) -> None:
-        self._progress.task_dropped(run.entry, left_place=run.ctx.place_released)
+        self._progress.task_dropped(run.entry)
         log.info("Task %s handed back unfinished (stopping, or its partition was revoked)", run.spec.task_id)
 
     # --- the steps -------------------------------------------------------------------------------
@@ -308,6 +307,9 @@ class TaskPipeline:
                 run.attempt = number
 
     def _try(self, run: TaskRun, number: int) -> ChatResult:
+        if not run.ctx.has_place:  # it got ready ahead of one (llm_worker/places.py)
+            self._progress.task_stage(run.entry, Stage.WAITING_PLACE)
+            run.ctx.take_place()
         if run.content is None and run.spec.input is not None:
             self._progress.task_stage(run.entry, Stage.READING_INPUT)
             run.content = classify(self._storage.read_input(run.spec.input), run.spec.input.key)
@@ -416,7 +418,6 @@ class TaskPipeline:
             ok=True,
             tokens=chat.total_tokens,
             processing_ms=processing_ms,
-            left_place=run.ctx.place_released,
         )
         log.info(log_lines.TASK_COMPLETED, spec.task_id, chat.total_tokens)
         log.info(log_lines.TASK_PROCESSED_IN, spec.task_id, processing_ms)

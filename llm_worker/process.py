@@ -151,9 +151,10 @@ def _serve(
 
     clients.breakers.on_change(breaker_changed)
     gate = spend_gate(settings)
-    # Room for a thread per place and one per task that gave its place back (llm_worker/inflight.py).
+    # Room for a thread per place, per task getting ready ahead of one and per task that gave its
+    # place back (llm_worker/places.py), and for the tasks of spent tenants (budget_gate.py).
     executor = ThreadPoolExecutor(
-        max_workers=2 * settings.worker_max_concurrent_tasks + settings.gigachat_tenant_held_max,
+        max_workers=3 * settings.worker_max_concurrent_tasks + settings.gigachat_tenant_held_max,
         thread_name_prefix="task",
     )
     loop = ConsumerLoop(

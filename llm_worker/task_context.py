@@ -39,20 +39,40 @@ class TaskContext:
         still_owned: Callable[[], bool],
         stopping: threading.Event,
         draining: threading.Event | None = None,
+        revoking: Callable[[], bool] = lambda: False,
+        has_place: Callable[[], bool] = lambda: True,
+        take_place: Callable[[TaskContext], None] = lambda ctx: None,
         release_place: Callable[[], bool] = lambda: False,
     ) -> None:
         self._still_owned = still_owned
         self._stopping = stopping
         self._draining = draining or threading.Event()
+        self._revoking = revoking
+        self._has_place = has_place
+        self._take_place = take_place
         self._release_place = release_place
         self.place_released = False
 
+    @property
+    def has_place(self) -> bool:
+        return self._has_place()
+
+    def take_place(self) -> None:
+        """Before the task's model work (its input read on): wait for a place if it prepared ahead of
+        one (llm_worker/places.py). Raises ShutdownRequested when the task must be handed back."""
+        self._take_place(self)
+
     def release_place(self) -> None:
-        """The task's work is done and its final status queued: the next message may take its place
-        while this thread waits for the acknowledgement and writes the marker (llm_worker/inflight.py).
+        """The task's work is done and its final status queued: the next task may take its place
+        while this thread waits for the acknowledgement and writes the marker (llm_worker/places.py).
         Once per task; later calls do nothing."""
         if not self.place_released:
             self.place_released = self._release_place()
+
+    @property
+    def revoking(self) -> bool:
+        """The task's partition is being given up: a task merely waiting for a place hands itself back."""
+        return self._revoking()
 
     @property
     def draining(self) -> bool:

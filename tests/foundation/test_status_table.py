@@ -26,11 +26,13 @@ def test_worker_writes_and_supervisor_reads(table: StatusTable) -> None:
     writer.update(pid=4242, state=WorkerState.RUNNING, capacity=8)
     writer.heartbeat()
     entry = writer.task_started("task-a")
+    writer.task_took_place()
     writer.task_stage(entry, Stage.CALLING_MODEL)
     snap = table.read(1)
     assert (snap.pid, snap.state, snap.capacity, snap.in_flight) == (4242, WorkerState.RUNNING, 8, 1)
     assert [(t.task_id, t.stage) for t in snap.tasks] == [("task-a", Stage.CALLING_MODEL)]
     assert snap.heartbeat_age() < 5
+    writer.task_left_place()
     writer.task_finished(entry, ok=True, tokens=100, processing_ms=200.0)
     second = writer.task_started("task-b")
     writer.task_finished(second, ok=True, tokens=50, processing_ms=400.0)
@@ -42,18 +44,21 @@ def test_worker_writes_and_supervisor_reads(table: StatusTable) -> None:
     assert table.read(0).pid == 0  # other slots untouched
 
 
-def test_a_task_that_gave_its_place_back_leaves_in_flight_but_stays_listed(table: StatusTable) -> None:
+def test_in_flight_counts_tasks_holding_a_place_and_the_list_shows_every_task(table: StatusTable) -> None:
     writer = table.writer(0)
-    first, second = writer.task_started("a"), writer.task_started("b")
+    first, second = writer.task_started("a"), writer.task_started("b")  # "b" gets ready ahead of a place
+    writer.task_took_place()  # "a"
+    assert (table.read(0).in_flight, [t.task_id for t in table.read(0).tasks]) == (1, ["a", "b"])
     writer.task_stage(first, Stage.PUBLISHING)
     writer.task_left_place()  # "a" waits for its acknowledgement outside its place
+    writer.task_took_place()  # "b"
     snap = table.read(0)
     assert snap.in_flight == 1 and [t.task_id for t in snap.tasks] == ["a", "b"]
-    writer.task_finished(first, ok=True, tokens=5, processing_ms=10.0, left_place=True)
+    writer.task_finished(first, ok=True, tokens=5, processing_ms=10.0)
     snap = table.read(0)
     assert (snap.in_flight, snap.done, [t.task_id for t in snap.tasks]) == (1, 1, ["b"])  # "b" still counts
     writer.task_left_place()
-    writer.task_dropped(second, left_place=True)
+    writer.task_dropped(second)
     assert (table.read(0).in_flight, table.read(0).tasks) == (0, ())
 
 
@@ -70,6 +75,8 @@ def test_control_area_reaches_the_worker(table: StatusTable) -> None:
 def test_more_tasks_than_tracked_are_still_counted(table: StatusTable) -> None:
     writer = table.writer(0)
     entries = [writer.task_started(f"t{i}") for i in range(MAX_TRACKED_TASKS + 2)]
+    for _ in entries:
+        writer.task_took_place()
     assert entries[-1] == -1
     snap = table.read(0)
     assert snap.in_flight == MAX_TRACKED_TASKS + 2

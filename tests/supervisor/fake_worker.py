@@ -73,6 +73,7 @@ def _loop(settings: Settings, progress: SlotWriter, flags: _Flags, mode: str) ->
         control = progress.control()
         flags.drain = flags.drain or control.drain
         for entry, end in [t for t in in_flight if t[1] <= now]:
+            progress.task_left_place()
             progress.task_finished(entry, ok=True, tokens=10, processing_ms=task_s * 1000)
             in_flight.remove((entry, end))
         if flags.drain and not in_flight:
@@ -81,6 +82,7 @@ def _loop(settings: Settings, progress: SlotWriter, flags: _Flags, mode: str) ->
         if not (control.intake_paused or flags.drain) and len(in_flight) < limit:
             counter += 1
             entry = progress.task_started(f"fake-{os.getpid()}-{counter}")
+            progress.task_took_place()
             progress.task_stage(entry, Stage.CALLING_MODEL)
             in_flight.append((entry, now + task_s))
         if mode == "crash_after" and now > crash_at:

@@ -14,6 +14,7 @@ def test_table_has_a_row_per_worker_with_the_contract_columns(tmp_path: Path) ->
         world.run_workers()
         world.step()
         world.table.writer(0).task_started("a-1")
+        world.table.writer(0).task_took_place()
         text = render_table(world.arbiter.handle_request(Request(cmd="status")))
     finally:
         world.close()

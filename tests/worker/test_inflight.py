@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from llm_worker.inflight import Completion, InFlight, Verdict
 from llm_worker.task_context import Outcome
 
@@ -91,33 +93,16 @@ def test_a_suspect_message_starts_only_when_nothing_runs_and_runs_alone() -> Non
     assert held.next_to_start(alone) == after
 
 
-def test_a_released_place_frees_capacity_but_the_message_runs_until_it_completes() -> None:
+def test_a_wake_up_returns_a_waiting_loop_without_counting_as_a_completion() -> None:
     held: InFlight[str, str] = InFlight()
-    taken = [held.take("p", offset, f"r{offset}", 1.0) for offset in range(3)]
-    assert all(t is not None for t in taken)
-    first, second = held.next_to_start(), held.next_to_start()
-    assert first is not None and second is not None
-    assert held.placed() == 2 and held.running() == 2
-
-    assert held.release_place(most=2) is True
-    assert held.placed() == 1 and held.running() == 2  # a drain or a revocation still waits for it
-    held.wait_completion(0.0)  # the release queued a wake-up: a loop waiting for a place returns at once
-    assert held.collect() is Verdict.OK and held.placed() == 1 and held.running() == 2
-    assert held.to_commit() == {}  # nothing is committed for a released place: only a completion counts
-
-    held.complete(Completion("p", 0, first.epoch, Outcome.DONE, place_released=True))
+    held.take("p", 0, "r0", 1.0)
+    first = held.next_to_start()
+    assert first is not None
+    held.wake()  # a place was freed (llm_worker/places.py)
+    started = time.monotonic()
+    held.wait_completion(30.0)
+    assert time.monotonic() - started < 25.0, "the wake-up did not return the wait"
+    assert held.collect() is Verdict.OK and held.running() == 1 and held.to_commit() == {}
+    held.complete(Completion("p", 0, first.epoch, Outcome.DONE))
     held.collect()
-    assert held.placed() == 1 and held.running() == 1 and held.to_commit() == {"p": 1}
-    held.complete(Completion("p", 1, second.epoch, Outcome.DONE))
-    held.collect()
-    assert held.placed() == 0 and held.running() == 0 and held.to_commit() == {"p": 2}
-
-
-def test_places_given_back_are_bounded_so_a_silent_broker_stops_new_tasks() -> None:
-    held: InFlight[str, str] = InFlight()
-    for offset in range(3):
-        held.take("p", offset, "r", 1.0)
-        held.next_to_start()
-    assert held.release_place(most=2) and held.release_place(most=2)
-    assert held.release_place(most=2) is False  # two tails already wait for acknowledgements
-    assert held.placed() == 1 and held.running() == 3
+    assert held.running() == 0 and held.to_commit() == {"p": 1}

@@ -164,7 +164,6 @@ class FakeProgress:
     def __init__(self) -> None:
         self.stages: list[Stage] = []
         self.finished: list[bool] = []
-        self.left_place: list[bool] = []  # per finished task: it had given its place back first
         self.dropped = 0
         self.counters: dict[str, float] = {}
         self.codes: list[str] = []  # error codes of failed tasks, as counted for the metrics
@@ -183,10 +182,8 @@ class FakeProgress:
         tokens: int = 0,
         processing_ms: float = 0.0,
         code_index: int = -1,
-        left_place: bool = False,
     ) -> None:
         self.finished.append(ok)
-        self.left_place.append(left_place)
         if not ok:
             self.codes.append(COUNTED[code_index])
 
@@ -194,7 +191,7 @@ class FakeProgress:
         self.add(failed=1)
         self.codes.append(COUNTED[code_index])
 
-    def task_dropped(self, entry: int, *, left_place: bool = False) -> None:
+    def task_dropped(self, entry: int) -> None:
         self.dropped += 1
 
     def add(self, **deltas: float) -> None:
@@ -671,10 +668,44 @@ def test_a_task_gives_its_place_back_once_its_final_status_is_queued() -> None:
     # The result is written and COMPLETED queued (so the next task's RECEIVED never comes before
     # this one's final status: C tasks in flight at most); the marker waits for the acknowledgement.
     assert _released_when(h, {"task_id": "t11", "prompt": "p"}) == [([1, 2, 3], True, False)]
-    assert h.progress.finished == [True] and h.progress.left_place == [True]  # counted out of flight once
+    assert h.progress.finished == [True]
 
 
 def test_a_failed_task_gives_its_place_back_once_failed_is_queued() -> None:
     h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
     assert _released_when(h, {"task_id": "t12", "prompt": "p"}) == [([1, 2, 4], False, False)]
-    assert h.progress.finished == [False] and h.progress.left_place == [True]
+    assert h.progress.finished == [False]
+
+
+def _place_taken_when(h: Harness, body: dict[str, Any]) -> list[tuple[list[int], int, int]]:
+    """Run ``body``; what was done when the task asked for a place: (statuses, lookups, model calls)."""
+    seen: list[tuple[list[int], int, int]] = []
+
+    def take_place(ctx: TaskContext) -> None:
+        seen.append((h.publisher.codes(), len(h.store.looked_up), len(h.model.calls)))
+
+    ctx = TaskContext(
+        still_owned=lambda: True, stopping=h.stopping, has_place=lambda: bool(seen), take_place=take_place
+    )
+    record = Record("tasks", 2, 41, b"k", json.dumps(body).encode())
+    assert h.pipeline.run(record, ctx) is Outcome.DONE
+    return seen
+
+
+def test_a_task_gets_ready_before_its_place_and_works_only_inside_it() -> None:
+    h = Harness()
+    # Ready ahead of a place (llm_worker/places.py): the lookups (the marker, and the result: a
+    # possible redelivery) and RECEIVED; the input read and the model call inside the place.
+    seen = _place_taken_when(h, {"task_id": "t13", "prompt": "p"})
+    assert seen == [([1], 2, 0)]  # asked once: it holds the place from then on
+    waiting = h.progress.stages.index(Stage.WAITING_PLACE)
+    assert h.progress.stages[waiting + 1] is Stage.CALLING_MODEL  # (this task has no input to read)
+    assert h.publisher.codes() == [1, 2, 3] and len(h.model.calls) == 1
+
+
+def test_a_finished_task_sent_again_needs_no_place() -> None:
+    h = Harness()
+    body = {"task_id": "t14", "prompt": "p"}
+    _place_taken_when(h, body)
+    assert _place_taken_when(h, body) == []  # its stored final status again: no input, no model
+    assert h.publisher.codes()[-1] == 3 and len(h.model.calls) == 1

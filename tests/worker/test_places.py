@@ -1,7 +1,8 @@
-"""Places on the real stack: ``WORKER_MAX_CONCURRENT_TASKS`` bounds the tasks in flight and the model
-calls at once, also now that a task gives its place back once its final status is queued (its
-acknowledgement and final-status marker follow outside the place, llm_worker/inflight.py); and
-every task still gets its marker."""
+"""Places on the real stack (llm_worker/places.py): ``WORKER_MAX_CONCURRENT_TASKS`` bounds the tasks
+in their places (from PROCESSING to their final status) and the model calls at once; as many tasks
+again get ready ahead of a place (RECEIVED before PROCESSING), never more; a task gives its place
+back once its final status is queued (its acknowledgement and final-status marker follow outside the
+place), and every task still gets its marker."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ TASKS = 48
 
 def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
     """The most spans open at one time; one ending when another starts does not overlap it."""
+    spans = list(spans)
     edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
     most = now = 0
     for _, step in edges:  # at a tie the end (-1) sorts first
@@ -45,9 +47,12 @@ def test_tasks_and_model_calls_in_flight_stay_within_the_places(bed: Testbed) ->
     finals = status_log.wait_finals(ids, timeout=240)
     assert {t: [e["status"] for e in events] for t, events in finals.items()} == {t: [3] for t in ids}
 
-    received = {e["task_id"]: event_ts(e) for e in status_log.events() if e["status"] == 1}
-    tasks = [(received[t], event_ts(finals[t][0])) for t in ids]
-    assert most_at_once(tasks) <= PLACES
+    events = status_log.events()
+    received = {e["task_id"]: event_ts(e) for e in events if e["status"] == 1}
+    processing = {e["task_id"]: event_ts(e) for e in events if e["status"] == 2}
+    assert most_at_once((processing[t], event_ts(finals[t][0])) for t in ids) <= PLACES
+    # Ready ahead: more tasks than places between RECEIVED and their final status, at most twice as many.
+    assert PLACES < most_at_once((received[t], event_ts(finals[t][0])) for t in ids) <= 2 * PLACES
 
     calls = [c for t in ids for c in bed.emulator.calls(t) if c["endpoint"].endswith("/chat/completions")]
     assert len(calls) == TASKS
