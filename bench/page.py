@@ -60,6 +60,8 @@ final status:
 The peers do the same work per task (bench/peers/task.py: S3 read -> model call -> S3 write -> RECEIVED,
 PROCESSING, COMPLETED status events) with none of the service's guarantees. Throughput runs from the
 first RECEIVED status to the last final one; task latency from a task's RECEIVED to its final status.
+The service sends RECEIVED once a task is ready ahead of a place (docs/worker.md, "Places"), so at full
+load its latency includes up to one wait for a place, which a peer's task spends, unmeasured, in Kafka.
 CPU time is user + system time of each process (psutil) over the run, per kind of process: the
 service's own (supervisor, workers) or the peer's, and the stack's (broker, S3 server, emulator), which
 works for every system; "all" adds them up. At a few tasks per second (L = 5 s, small C, the
