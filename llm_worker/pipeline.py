@@ -250,7 +250,8 @@ class TaskPipeline:
     def _attempts(self, run: TaskRun) -> ChatResult:
         """Call the model until it answers; transient failures retry, an open breaker waits for free."""
         while True:
-            self._holds.wait(run)
+            self._take_place(run)
+            self._holds.wait(run)  # in its place: the capacity counts held tasks (consumer_loop.py)
             try:
                 chat = self._attempt(run)
             except PaymentRequiredError as error:
@@ -306,10 +307,13 @@ class TaskPipeline:
             if self._costs_attempt(run, error):
                 run.attempt = number
 
-    def _try(self, run: TaskRun, number: int) -> ChatResult:
-        if not run.ctx.has_place:  # it got ready ahead of one (llm_worker/places.py)
+    def _take_place(self, run: TaskRun) -> None:
+        """From here on the task holds a place, if it got ready ahead of one (llm_worker/places.py)."""
+        if not run.ctx.has_place:
             self._progress.task_stage(run.entry, Stage.WAITING_PLACE)
             run.ctx.take_place()
+
+    def _try(self, run: TaskRun, number: int) -> ChatResult:
         if run.content is None and run.spec.input is not None:
             self._progress.task_stage(run.entry, Stage.READING_INPUT)
             run.content = classify(self._storage.read_input(run.spec.input), run.spec.input.key)

@@ -709,3 +709,23 @@ def test_a_finished_task_sent_again_needs_no_place() -> None:
     _place_taken_when(h, body)
     assert _place_taken_when(h, body) == []  # its stored final status again: no input, no model
     assert h.publisher.codes()[-1] == 3 and len(h.model.calls) == 1
+
+
+def test_a_task_held_for_its_budget_waits_in_a_place(tmp_path: Path) -> None:
+    # The capacity counts held tasks as places (consumer_loop.py); a task ready ahead must take its
+    # place before it waits for its budget, or the model calls at once could pass the places.
+    gate = spend_gate(tmp_path, Budgets(pool=0, tenants={"sales": 10}, tenant_field="metadata.team"))
+    gate.files.add(tokens=10, tenant="sales")
+    h = Harness(gate=gate)
+    placed: list[bool] = []
+    ctx = TaskContext(
+        still_owned=lambda: True,
+        stopping=h.stopping,
+        has_place=lambda: bool(placed),
+        take_place=lambda ctx: placed.append(True),
+    )
+    threading.Timer(0.3, h.stopping.set).start()
+    body = {"task_id": "t15", "prompt": "x", "metadata": {"team": "sales"}}
+    assert h.pipeline.run(Record("tasks", 2, 42, b"k", json.dumps(body).encode()), ctx) is Outcome.HANDED_BACK
+    assert placed == [True] and h.model.calls == []
+    assert h.progress.stages.index(Stage.WAITING_PLACE) < h.progress.stages.index(Stage.RETRY_WAIT)
