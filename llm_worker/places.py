@@ -121,11 +121,6 @@ class Places:
         with self._lock:
             return len(self._ready), len(self._entering)
 
-    def ahead(self) -> int:
-        """Tasks started without a place: waiting to enter, preparing or ready."""
-        with self._lock:
-            return self._claims - self._placed
-
     def _grant(self) -> None:
         """Hand free places and turns over, in order; under the lock after anything was freed."""
         while self._ready and self._placed < self._limit:

@@ -51,7 +51,6 @@ class TaskContext:
         self._has_place = has_place
         self._take_place = take_place
         self._release_place = release_place
-        self.place_released = False
 
     @property
     def has_place(self) -> bool:
@@ -65,9 +64,8 @@ class TaskContext:
     def release_place(self) -> None:
         """The task's work is done and its final status queued: the next task may take its place
         while this thread waits for the acknowledgement and writes the marker (llm_worker/places.py).
-        Once per task; later calls do nothing."""
-        if not self.place_released:
-            self.place_released = self._release_place()
+        The ticket gives a place back once; later calls do nothing."""
+        self._release_place()
 
     @property
     def revoking(self) -> bool:

@@ -10,6 +10,7 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from llm_service.errors import ShutdownRequested
+from llm_worker import places as places_module
 from llm_worker.places import Places, Ticket
 from tests.waiting import wait_until
 
@@ -103,7 +104,7 @@ def test_with_every_place_taken_a_task_gets_ready_ahead_and_waits_for_the_next_p
     ctx = Checks()
     first = entered(p, ctx)
     ahead = entered(p, ctx)  # a turn to prepare, no place
-    assert not ahead.placed and p.placed() == 1 and p.ahead() == 1 and counts.in_flight == 1
+    assert not ahead.placed and p.placed() == 1 and p.claims() == 2 and counts.in_flight == 1
     with in_thread(lambda: ahead.take_place(ctx)) as out:
         wait_until(lambda: p.waiting()[0] == 1, timeout=DEADLINE_S, what="the task waits, ready")
         assert first.release()
@@ -168,7 +169,11 @@ def test_places_given_back_early_are_bounded_so_a_silent_broker_stops_new_tasks(
 
 
 @pytest.mark.parametrize("how", ["stop", "drain", "revocation"])
-def test_a_task_waiting_for_a_place_is_handed_back_on_a_stop_a_drain_or_a_revocation(how: str) -> None:
+def test_a_task_waiting_for_a_place_is_handed_back_on_a_stop_a_drain_or_a_revocation(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waiters look at their context only when woken: the test fails unless wake_all wakes them.
+    monkeypatch.setattr(places_module, "CHECK_S", 3600.0)
     p, counts = places(1, prepare_at_once=1)
     ctx = Checks()
     first = entered(p, ctx)
