@@ -174,7 +174,11 @@ def test_the_unit_under_systemd_starts_reloads_and_stops_draining(
         shown = host.show("MainPID", "ExecMainCode")
         return shown.get("MainPID") == "0" and shown.get("ExecMainCode", "0") != "0"
 
-    wait_until(exit_recorded, timeout=120, what="the supervisor to exit and systemd to record how")
+    try:
+        wait_until(exit_recorded, timeout=120, what="the supervisor to exit and systemd to record how")
+    except AssertionError as exc:  # say why: the journal shows where the stop got stuck
+        shown = host.show("MainPID", "ExecMainCode")
+        raise AssertionError(f"{exc}\n{shown}\n{host.journal()[-6000:]}") from None
     shown = host.show("ExecMainCode", "ExecMainStatus")
     assert shown == {"ExecMainCode": "1", "ExecMainStatus": "0"}, f"not a clean exit 0: {shown}"
     assert status_log.wait_finals(["sd-2"], timeout=30)["sd-2"][0]["status_name"] == "COMPLETED"
