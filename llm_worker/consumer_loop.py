@@ -345,23 +345,12 @@ class ConsumerLoop:
         # then, it held this message. Not while it only waits to enter or for a place.
         note = _HeldNote(self._progress.held, record)
 
-        def take_place(ctx: TaskContext) -> None:
-            if ticket.placed:
-                return
-            note.finish()
-            try:
-                ticket.take_place(ctx)
-            finally:
-                note.start()
-
         ctx = TaskContext(
             still_owned=lambda: self._inflight.owns(held.partition, held.epoch),
             stopping=self._stopping,
             draining=self._draining,
             revoking=lambda: self._inflight.being_revoked(held.partition),
-            has_place=lambda: ticket.placed,
-            take_place=take_place,
-            release_place=ticket.release,
+            place=_TaskPlace(ticket, note),
         )
         outcome = Outcome.HANDED_BACK
         try:
@@ -557,6 +546,36 @@ class _HeldNote:
         if self._entry is not None:
             self._held.finish(self._entry)
             self._entry = None
+
+
+class _TaskPlace:
+    """A task's ticket as its TaskContext sees it; the message is off the death ledger while it waits."""
+
+    def __init__(self, ticket: Ticket, note: _HeldNote) -> None:
+        self._ticket = ticket
+        self._note = note
+
+    @property
+    def placed(self) -> bool:
+        return self._ticket.placed
+
+    def take(self, ctx: TaskContext) -> None:
+        if self._ticket.placed:
+            return
+        self._note.finish()
+        try:
+            self._ticket.take_place(ctx)
+        finally:
+            self._note.start()
+
+    def release(self) -> bool:
+        return self._ticket.release()
+
+    def under_way(self) -> None:
+        self._ticket.under_way()
+
+    def give_way(self) -> None:
+        self._ticket.give_way()
 
 
 def _as_record(record: Any) -> Record:

@@ -202,6 +202,8 @@ class TaskPipeline:
     def _run(self, run: TaskRun) -> Outcome:
         spec = run.spec
         try:
+            if not run.ctx.has_place:
+                run.ctx.give_way()  # ready ahead: its lookups wait for the tasks starting their calls
             if self._final.already_final(run):
                 return Outcome.DONE
             self._delivery.queue(self._delivery.for_run(run, TaskStatus.RECEIVED))
@@ -332,6 +334,7 @@ class TaskPipeline:
         if number > run.announced:
             run.announced = number
             self._delivery.queue(self._delivery.for_run(run, TaskStatus.PROCESSING, attempt=number))
+        run.ctx.under_way()  # the others' background work no longer waits for this task
         return self._chat(run, messages)
 
     def _chat(self, run: TaskRun, messages: list[dict[str, Any]]) -> ChatResult:
@@ -388,9 +391,13 @@ class TaskPipeline:
         run.deadline += self._clock() - waited_from
 
     def _complete(self, run: TaskRun, chat: ChatResult) -> None:
+        """Write the result, publish COMPLETED, mark the task final. Its place goes to the next task
+        first, and this work gives way to the tasks starting their model calls (llm_worker/places.py)."""
         spec = run.spec
         processing_ms = (self._clock() - run.started) * 1000.0
+        run.ctx.release_place()
         self._progress.task_stage(run.entry, Stage.WRITING_RESULT)
+        run.ctx.give_way()
         body = result_object(
             spec,
             chat,
@@ -410,6 +417,7 @@ class TaskPipeline:
         )
         event["model"] = chat.model  # which model answered: the task's own or a fallback
         self._delivery.final(event, run.ctx)
+        run.ctx.give_way()
         self._final.mark(
             run,
             TaskStatus.COMPLETED,

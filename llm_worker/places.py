@@ -8,18 +8,27 @@ A task thread holds a :class:`Ticket` from its start to its end. The ticket is, 
   tasks prepare at a time, so that this work stays in the background of the tasks that hold places
   (it competes with them for the GIL). A ready task waits for a place and gets the next one before
   any task that has not started yet;
-* **placed**: from the input read through the model call and the result write until its final status
-  is queued. At most ``limit`` tickets are placed (the consumer loop sets the limit every turn: the
-  capacity, lowered by the supervisor's cap, the breaker or a budget). A task that starts while a
-  place is free and no ready task waits for one takes it at once and prepares inside it;
-* **past its place**: its final status is queued; the acknowledgement and the final-status marker
-  are left (:meth:`Ticket.release`). At most ``most_past`` tickets are past their place at once:
-  should the broker stop acknowledging, tasks keep their places instead and the worker stops
-  starting tasks rather than pile up model calls whose statuses cannot go out.
+* **placed**: from the input read through the model call, until the model answers (a task that
+  fails gives its place back once its FAILED status is queued). At most ``limit`` tickets are placed
+  (the consumer loop sets the limit every turn: the capacity, lowered by the supervisor's cap, the
+  breaker or a budget). A task that starts while a place is free and no ready task waits for one
+  takes it at once and prepares inside it. A placed task is *on its way* until its model request
+  goes out or it first waits (a retry, a breaker, a budget): see "giving way" below;
+* **past its place**: the model has answered; the result write, the final status, its
+  acknowledgement and the final-status marker are left (:meth:`Ticket.release`). At most
+  ``most_past`` tickets are past their place at once: should S3 or the broker stall, tasks keep their
+  places instead and the worker stops starting tasks rather than pile up model answers it cannot
+  write or statuses that cannot go out.
 
 Why ahead: when many places free up together (tasks of one latency finish together), each new task
 used to do its marker lookup and its RECEIVED inside its place, all at once, on one GIL; a place
 then stayed empty for a few hundred milliseconds. Measured in docs/worker.md, "Places".
+
+Giving way (:meth:`Ticket.give_way`): the work that does not hold a model call back (a ready-ahead
+task's preparation, a past task's result write and marker write) waits, up to :data:`GIVE_WAY_S`,
+while any placed task is still on its way to its model request. The process has one GIL and the
+host two cores; when a wave of tasks ends together, the tasks that start their model calls then go
+first, and the finished ones write after them. Measured in docs/worker.md, "Places".
 
 The consumer loop starts a message only while fewer than ``limit`` + its ahead allowance tickets are
 short of their place (:meth:`Places.claims`). Everything here is under one lock. Places and turns
@@ -42,6 +51,7 @@ from llm_service.errors import ShutdownRequested
 
 PREPARE_AT_ONCE = 4  # ahead tasks preparing at a time (1, 4, 8 and unbounded measured: docs/worker.md)
 CHECK_S = 1.0  # a waiting task looks at its context at least this often (wake_all is the fast way)
+GIVE_WAY_S = 0.1  # the longest one step of background work waits for tasks on their way (0.05-0.3 measured)
 
 
 class TaskChecks(Protocol):
@@ -86,6 +96,8 @@ class Places:
         self._placed = 0
         self._preparing = 0
         self._past = 0
+        self._on_way = 0  # placed tickets whose model request has not gone out yet
+        self._way_clear = threading.Condition(self._lock)
         self._ready: deque[Ticket] = deque()  # prepared, waiting for a place, in order
         self._entering: deque[Ticket] = deque()  # waiting for a place or a turn, in order
 
@@ -121,6 +133,11 @@ class Places:
         with self._lock:
             return len(self._ready), len(self._entering)
 
+    def on_way(self) -> int:
+        """Placed tasks whose model request has not gone out yet."""
+        with self._lock:
+            return self._on_way
+
     def _grant(self) -> None:
         """Hand free places and turns over, in order; under the lock after anything was freed."""
         while self._ready and self._placed < self._limit:
@@ -140,6 +157,12 @@ class Places:
         self._placed -= 1
         self._grant()
 
+    def _arrived(self) -> None:
+        """A ticket on its way is no longer (under the lock)."""
+        self._on_way -= 1
+        if self._on_way == 0:
+            self._way_clear.notify_all()
+
 
 class Ticket:
     """One task's claim on a place; used by its thread only (through its TaskContext)."""
@@ -148,6 +171,7 @@ class Ticket:
         self._places = places
         self._state = _State.NEW
         self._cv = threading.Condition(places._lock)
+        self._on_way = False  # placed, its model request not out yet
 
     @property
     def placed(self) -> bool:
@@ -179,11 +203,28 @@ class Ticket:
             self._await(ctx, _State.READY, p._ready)
         p._on_take()
 
-    def release(self) -> bool:
-        """The task's final status is queued: give the place back early. False (the task keeps its
-        place) unless it holds one and fewer than ``most_past`` tasks are past theirs."""
+    def under_way(self) -> None:
+        """The task's model request goes out now, or it waits in its place: it no longer holds the
+        others' background work back. Once; later calls do nothing."""
         p = self._places
         with p._lock:
+            self._arrive()
+
+    def give_way(self, most_s: float = GIVE_WAY_S) -> None:
+        """Background work of this task (preparing ahead, writing past its place): wait up to
+        ``most_s`` while any placed task is on its way to its model request."""
+        p = self._places
+        with p._lock:
+            if not self._on_way:  # a task on its way never waits for itself
+                p._way_clear.wait_for(lambda: p._on_way == 0, most_s)
+
+    def release(self) -> bool:
+        """The model has answered (or the task's FAILED status is queued): give the place back early.
+        False (the task keeps its place) unless it holds one and fewer than ``most_past`` tasks are
+        past theirs."""
+        p = self._places
+        with p._lock:
+            self._arrive()  # kept or not, the place no longer leads to a model request
             if self._state is not _State.PLACED or p._past >= p._most_past:
                 return False
             self._state = _State.PAST
@@ -213,6 +254,7 @@ class Ticket:
                 p._preparing -= 1
                 p._grant()
             elif state is _State.PLACED:
+                self._arrive()
                 p._place_freed()
         if state is _State.PLACED:
             p._on_leave()
@@ -220,7 +262,16 @@ class Ticket:
     def _granted(self, state: _State) -> None:
         """Places: this ticket got a place or a turn (under the lock; it was taken off its queue)."""
         self._state = state
+        if state is _State.PLACED:
+            self._on_way = True
+            self._places._on_way += 1
         self._cv.notify()
+
+    def _arrive(self) -> None:
+        """Under the lock: no longer on its way (its model request went out, it waits, or it left)."""
+        if self._on_way:
+            self._on_way = False
+            self._places._arrived()
 
     def _await(self, ctx: TaskChecks, waiting: _State, queue: deque[Ticket]) -> None:
         """Under the lock: wait until granted; on a stop, drain or revocation leave the queue and raise."""

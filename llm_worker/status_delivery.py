@@ -117,8 +117,9 @@ class StatusDelivery:
     ) -> None:
         """Send and wait for the broker's ack; re-send after a failure until acked or stopping.
 
-        Once the final status (or dead letter) is queued, the task gives its place back: what is left
-        is the acknowledgement and the final-status marker (llm_worker/inflight.py).
+        Once the final status (or dead letter) is queued, a task that still holds its place (a failed
+        one: a completed one gave it back when the model answered) gives it back: what is left is the
+        acknowledgement and the final-status marker (llm_worker/places.py).
         """
         while True:
             try:

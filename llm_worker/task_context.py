@@ -7,6 +7,7 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from llm_service.errors import ShutdownRequested
 
@@ -30,6 +31,35 @@ class Record:
         return f"{self.topic}/{self.partition}@{self.offset}"
 
 
+class TaskPlace(Protocol):
+    """A task's claim on a place (a ticket of llm_worker/places.py, as the consumer loop hands it over)."""
+
+    @property
+    def placed(self) -> bool: ...
+    def take(self, ctx: TaskContext) -> None: ...
+    def release(self) -> bool: ...
+    def under_way(self) -> None: ...
+    def give_way(self) -> None: ...
+
+
+class AlwaysPlaced:
+    """No places counted (tests that run the pipeline alone): always placed, nothing to wait for."""
+
+    placed = True
+
+    def take(self, ctx: TaskContext) -> None:
+        return None
+
+    def release(self) -> bool:
+        return False
+
+    def under_way(self) -> None:
+        return None
+
+    def give_way(self) -> None:
+        return None
+
+
 class TaskContext:
     """Per task: may it go on? False once its partition was revoked or lost, or the worker stops now."""
 
@@ -40,32 +70,36 @@ class TaskContext:
         stopping: threading.Event,
         draining: threading.Event | None = None,
         revoking: Callable[[], bool] = lambda: False,
-        has_place: Callable[[], bool] = lambda: True,
-        take_place: Callable[[TaskContext], None] = lambda ctx: None,
-        release_place: Callable[[], bool] = lambda: False,
+        place: TaskPlace | None = None,
     ) -> None:
         self._still_owned = still_owned
         self._stopping = stopping
         self._draining = draining or threading.Event()
         self._revoking = revoking
-        self._has_place = has_place
-        self._take_place = take_place
-        self._release_place = release_place
+        self._place: TaskPlace = place or AlwaysPlaced()
 
     @property
     def has_place(self) -> bool:
-        return self._has_place()
+        return self._place.placed
 
     def take_place(self) -> None:
         """Before the task's model work (its input read on): wait for a place if it prepared ahead of
         one (llm_worker/places.py). Raises ShutdownRequested when the task must be handed back."""
-        self._take_place(self)
+        self._place.take(self)
 
     def release_place(self) -> None:
-        """The task's work is done and its final status queued: the next task may take its place
-        while this thread waits for the acknowledgement and writes the marker (llm_worker/places.py).
-        The ticket gives a place back once; later calls do nothing."""
-        self._release_place()
+        """The model has answered (or the task's FAILED status is queued): the next task may take its
+        place while this thread writes and publishes (llm_worker/places.py). The ticket gives a place
+        back once; later calls do nothing."""
+        self._place.release()
+
+    def under_way(self) -> None:
+        """The task's model requests go out now: background work no longer gives way to this task."""
+        self._place.under_way()
+
+    def give_way(self) -> None:
+        """Before work that holds no model call back: let the tasks on their way to one go first."""
+        self._place.give_way()
 
     @property
     def revoking(self) -> bool:
@@ -87,6 +121,7 @@ class TaskContext:
             raise ShutdownRequested("task handed back")
 
     def sleep(self, seconds: float, *, owned: bool = True) -> None:
+        self._place.under_way()  # a task that waits is not on its way: nobody gives way to it
         if self._stopping.wait(max(0.0, seconds)):
             raise ShutdownRequested("task handed back")
         self.check(owned=owned)

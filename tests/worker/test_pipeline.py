@@ -647,58 +647,102 @@ def test_a_first_delivery_pays_the_result_check_when_a_result_may_exist_elsewher
     assert h.publisher.statuses[-1]["status"] == 3
 
 
-def _released_when(h: Harness, body: dict[str, Any]) -> list[tuple[list[int], bool, bool]]:
-    """Run ``body``; what was done when the task gave its place back: (statuses, result?, marker?)."""
-    output = ObjectRef("out", f"r/{body['task_id']}.json")
-    seen: list[tuple[list[int], bool, bool]] = []
+class FakePlace:
+    """A task's place as the pipeline sees it (llm_worker/task_context.py TaskPlace); each call notes
+    what was done by then: (call, statuses, lookups, model calls, result written?, marker written?)."""
 
-    def release() -> bool:
-        objects = h.store.objects
-        seen.append((h.publisher.codes(), output in objects, output.final_marker() in objects))
-        return True
+    def __init__(self, h: Harness, task_id: str, *, placed: bool = True) -> None:
+        self.h = h
+        self.output = ObjectRef("out", f"r/{task_id}.json")
+        self.placed = placed
+        self.calls: list[tuple[str, list[int], int, int, bool, bool]] = []
 
-    ctx = TaskContext(still_owned=lambda: True, stopping=h.stopping, release_place=release)
-    record = Record("tasks", 2, 40, b"k", json.dumps(body).encode())
+    def _note(self, call: str) -> None:
+        objects = self.h.store.objects
+        done = (len(self.h.store.looked_up), len(self.h.model.calls))
+        self.calls.append(
+            (
+                call,
+                self.h.publisher.codes(),
+                *done,
+                self.output in objects,
+                self.output.final_marker() in objects,
+            )
+        )
+
+    def take(self, ctx: TaskContext) -> None:
+        self._note("take")
+        self.placed = True
+
+    def release(self) -> bool:
+        self._note("release")
+        was, self.placed = self.placed, False
+        return was
+
+    def under_way(self) -> None:
+        self._note("under_way")
+
+    def give_way(self) -> None:
+        self._note("give_way")
+
+    def when(self, call: str) -> list[tuple[list[int], int, int, bool, bool]]:
+        return [
+            (codes, lookups, calls, result, marker)
+            for name, codes, lookups, calls, result, marker in self.calls
+            if name == call
+        ]
+
+
+def _run_placed(h: Harness, body: dict[str, Any], *, placed: bool = True, offset: int = 40) -> FakePlace:
+    place = FakePlace(h, body["task_id"], placed=placed)
+    ctx = TaskContext(still_owned=lambda: True, stopping=h.stopping, place=place)
+    record = Record("tasks", 2, offset, b"k", json.dumps(body).encode())
     assert h.pipeline.run(record, ctx) is Outcome.DONE
-    return seen
+    return place
 
 
-def test_a_task_gives_its_place_back_once_its_final_status_is_queued() -> None:
+def test_a_task_gives_its_place_back_when_the_model_answers() -> None:
     h = Harness()
-    # The result is written and COMPLETED queued (so the next task's RECEIVED never comes before
-    # this one's final status: C tasks in flight at most); the marker waits for the acknowledgement.
-    assert _released_when(h, {"task_id": "t11", "prompt": "p"}) == [([1, 2, 3], True, False)]
+    place = _run_placed(h, {"task_id": "t11", "prompt": "p"})
+    # On its way until its model request goes out; the place goes to the next task as soon as the
+    # model answers: the result write, COMPLETED and the marker come after, past the place.
+    assert place.when("under_way")[0] == ([1, 2], 2, 0, False, False)
+    assert place.when("release")[0] == ([1, 2], 2, 1, False, False)
+    # That work gives way to the tasks starting their calls: before the result write, before the marker.
+    assert place.when("give_way") == [([1, 2], 2, 1, False, False), ([1, 2, 3], 2, 1, True, False)]
+    assert h.store.objects.keys() >= {place.output, place.output.final_marker()}
     assert h.progress.finished == [True]
 
 
 def test_a_failed_task_gives_its_place_back_once_failed_is_queued() -> None:
     h = Harness(FakeModel(PermanentTaskError("bad", code="MODEL_BAD_REQUEST")))
     # Asked again with the dead letter queued: the ticket gives the place back once (test_place_tickets).
-    assert _released_when(h, {"task_id": "t12", "prompt": "p"})[0] == ([1, 2, 4], False, False)
+    place = _run_placed(h, {"task_id": "t12", "prompt": "p"})
+    assert place.when("release")[0] == ([1, 2, 4], 2, 1, False, False)
     assert h.progress.finished == [False]
 
 
+def test_a_task_that_waits_in_its_place_is_no_longer_on_its_way() -> None:
+    h = Harness(FakeModel(TransientTaskError("busy", code="MODEL_UNAVAILABLE"), ANSWER))
+    place = _run_placed(h, {"task_id": "t16", "prompt": "p"})
+    # The retry's sleep says so too (TaskContext.sleep): nobody gives way to a task that waits.
+    assert [c[0] for c in place.calls].count("under_way") >= 3  # two requests and the wait between
+    assert place.when("release")[0][1:3] == (2, 2)  # placed through the retry, released once answered
+
+
 def _place_taken_when(h: Harness, body: dict[str, Any]) -> list[tuple[list[int], int, int]]:
-    """Run ``body``; what was done when the task asked for a place: (statuses, lookups, model calls)."""
-    seen: list[tuple[list[int], int, int]] = []
-
-    def take_place(ctx: TaskContext) -> None:
-        seen.append((h.publisher.codes(), len(h.store.looked_up), len(h.model.calls)))
-
-    ctx = TaskContext(
-        still_owned=lambda: True, stopping=h.stopping, has_place=lambda: bool(seen), take_place=take_place
-    )
-    record = Record("tasks", 2, 41, b"k", json.dumps(body).encode())
-    assert h.pipeline.run(record, ctx) is Outcome.DONE
-    return seen
+    """Run ``body`` ahead of a place; what was done when it asked for one (statuses, lookups, calls)."""
+    place = _run_placed(h, body, placed=False, offset=41)
+    return [(codes, lookups, calls) for codes, lookups, calls, *_ in place.when("take")]
 
 
 def test_a_task_gets_ready_before_its_place_and_works_only_inside_it() -> None:
     h = Harness()
     # Ready ahead of a place (llm_worker/places.py): the lookups (the marker, and the result: a
-    # possible redelivery) and RECEIVED; the input read and the model call inside the place.
-    seen = _place_taken_when(h, {"task_id": "t13", "prompt": "p"})
-    assert seen == [([1], 2, 0)]  # asked once: it holds the place from then on
+    # possible redelivery) and RECEIVED, after giving way; the input read and the model call inside.
+    place = _run_placed(h, {"task_id": "t13", "prompt": "p"}, placed=False, offset=41)
+    assert place.when("give_way")[0] == ([], 0, 0, False, False)  # before its lookups
+    assert place.when("take") == [([1], 2, 0, False, False)]  # asked once: it holds the place from then on
     waiting = h.progress.stages.index(Stage.WAITING_PLACE)
     assert h.progress.stages[waiting + 1] is Stage.CALLING_MODEL  # (this task has no input to read)
     assert h.publisher.codes() == [1, 2, 3] and len(h.model.calls) == 1
@@ -718,14 +762,9 @@ def test_a_task_held_for_its_budget_waits_in_a_place(tmp_path: Path) -> None:
     gate = spend_gate(tmp_path, Budgets(pool=0, tenants={"sales": 10}, tenant_field="metadata.team"))
     gate.files.add(tokens=10, tenant="sales")
     h = Harness(gate=gate)
-    placed: list[bool] = []
-    ctx = TaskContext(
-        still_owned=lambda: True,
-        stopping=h.stopping,
-        has_place=lambda: bool(placed),
-        take_place=lambda ctx: placed.append(True),
-    )
     body = {"task_id": "t15", "prompt": "x", "metadata": {"team": "sales"}}
+    place = FakePlace(h, "t15", placed=False)
+    ctx = TaskContext(still_owned=lambda: True, stopping=h.stopping, place=place)
     outcome: list[Outcome] = []
     record = Record("tasks", 2, 42, b"k", json.dumps(body).encode())
     runner = threading.Thread(target=lambda: outcome.append(h.pipeline.run(record, ctx)), daemon=True)
@@ -734,5 +773,5 @@ def test_a_task_held_for_its_budget_waits_in_a_place(tmp_path: Path) -> None:
     h.stopping.set()
     runner.join(timeout=60)
     assert outcome == [Outcome.HANDED_BACK]
-    assert placed == [True] and h.model.calls == []
+    assert len(place.when("take")) == 1 and place.placed and h.model.calls == []
     assert h.progress.stages.index(Stage.WAITING_PLACE) < h.progress.stages.index(Stage.RETRY_WAIT)

@@ -234,3 +234,52 @@ def test_places_go_to_ready_tasks_in_the_order_they_got_ready() -> None:
     for ticket in (holder, *ahead):
         ticket.close()
     assert p.claims() == 0 and p.placed() == 0
+
+
+def test_background_work_gives_way_while_a_placed_task_is_on_its_way_to_its_model_call() -> None:
+    p, _ = places(2)
+    ctx = Checks()
+    finished = entered(p, ctx)
+    finished.under_way()
+    assert finished.release() is True  # the model answered: its result write is background work
+    starting = entered(p, ctx)  # placed: on its way until its request goes out
+    assert p.on_way() == 1
+    with in_thread(lambda: finished.give_way(most_s=3600)) as out:
+        waited = threading.Event()
+        threading.Timer(0.2, waited.set).start()
+        waited.wait(DEADLINE_S)
+        assert out == {}, "background work went ahead of a task on its way"
+        starting.under_way()
+        wait_until(lambda: out.get("done"), timeout=DEADLINE_S, what="the way cleared")
+    assert p.on_way() == 0
+    starting.under_way()  # once
+    assert p.on_way() == 0
+
+
+def test_giving_way_ends_after_its_longest_wait_and_never_waits_for_itself() -> None:
+    p, _ = places(2)
+    ctx = Checks()
+    starting = entered(p, ctx)
+    with in_thread(lambda: starting.give_way(most_s=3600)) as own:  # on its way itself: no wait
+        wait_until(lambda: own.get("done"), timeout=DEADLINE_S, what="a task giving way to itself")
+    ahead = p.ticket()
+    with in_thread(lambda: ahead.give_way(most_s=0.05)) as out:  # a stuck way does not stop it for good
+        wait_until(lambda: out.get("done"), timeout=DEADLINE_S, what="the longest wait")
+    assert p.on_way() == 1
+
+
+def test_a_task_leaving_its_place_or_handed_one_is_counted_on_its_way_or_off_it() -> None:
+    p, _ = places(1)
+    ctx = Checks()
+    first = entered(p, ctx)
+    failing = p.ticket()
+    with in_thread(lambda: failing.enter(ctx)):
+        wait_until(lambda: p.waiting() == (0, 0), timeout=DEADLINE_S, what="a turn to prepare ahead")
+    with in_thread(lambda: failing.take_place(ctx)) as out:
+        wait_until(lambda: p.waiting()[0] == 1, timeout=DEADLINE_S, what="the ready task")
+        assert p.on_way() == 1  # only the placed one
+        first.close()  # its thread ended in its place (a handed-back task): off its way
+        wait_until(lambda: out.get("done"), timeout=DEADLINE_S, what="the place handed on")
+    assert failing.placed and p.on_way() == 1  # handed a place: on its way now
+    assert failing.release() is True  # a FAILED status queued before any model request
+    assert p.on_way() == 0

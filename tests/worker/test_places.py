@@ -1,8 +1,7 @@
-"""Places on the real stack (llm_worker/places.py): ``WORKER_MAX_CONCURRENT_TASKS`` bounds the tasks
-in their places (from PROCESSING to their final status) and the model calls at once; as many tasks
-again get ready ahead of a place (RECEIVED before PROCESSING), never more; a task gives its place
-back once its final status is queued (its acknowledgement and final-status marker follow outside the
-place), and every task still gets its marker."""
+"""Places on the real stack (llm_worker/places.py): ``WORKER_MAX_CONCURRENT_TASKS`` bounds the model
+calls at once; as many tasks again get ready ahead of a place (RECEIVED before PROCESSING), and as
+many again may be past theirs (the model answered; the result write, the final status and the
+final-status marker follow outside the place), never more; every task still gets its marker."""
 
 from __future__ import annotations
 
@@ -50,9 +49,11 @@ def test_tasks_and_model_calls_in_flight_stay_within_the_places(bed: Testbed) ->
     events = status_log.events()
     received = {e["task_id"]: event_ts(e) for e in events if e["status"] == 1}
     processing = {e["task_id"]: event_ts(e) for e in events if e["status"] == 2}
-    assert most_at_once((processing[t], event_ts(finals[t][0])) for t in ids) <= PLACES
-    # Ready ahead: more tasks than places between RECEIVED and their final status, at most twice as many.
-    assert PLACES < most_at_once((received[t], event_ts(finals[t][0])) for t in ids) <= 2 * PLACES
+    # In a place or past it (at most as many past as there are places: Places.most_past).
+    assert most_at_once((processing[t], event_ts(finals[t][0])) for t in ids) <= 2 * PLACES
+    # Ready ahead too: more tasks than places between RECEIVED and their final status, never more
+    # than the places, the ready ones and the past ones together.
+    assert PLACES < most_at_once((received[t], event_ts(finals[t][0])) for t in ids) <= 3 * PLACES
 
     calls = [c for t in ids for c in bed.emulator.calls(t) if c["endpoint"].endswith("/chat/completions")]
     assert len(calls) == TASKS
