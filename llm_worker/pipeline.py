@@ -202,8 +202,6 @@ class TaskPipeline:
     def _run(self, run: TaskRun) -> Outcome:
         spec = run.spec
         try:
-            if not run.ctx.has_place:
-                run.ctx.give_way()  # ready ahead: its lookups wait for the tasks starting their calls
             if self._final.already_final(run):
                 return Outcome.DONE
             self._delivery.queue(self._delivery.for_run(run, TaskStatus.RECEIVED))

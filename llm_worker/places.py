@@ -25,10 +25,11 @@ used to do its marker lookup and its RECEIVED inside its place, all at once, on 
 then stayed empty for a few hundred milliseconds. Measured in docs/worker.md, "Places".
 
 Giving way (:meth:`Ticket.give_way`): the work that does not hold a model call back (a ready-ahead
-task's preparation, a past task's result write and marker write) waits, up to :data:`GIVE_WAY_S`,
-while any placed task is still on its way to its model request. The process has one GIL and the
-host two cores; when a wave of tasks ends together, the tasks that start their model calls then go
-first, and the finished ones write after them. Measured in docs/worker.md, "Places".
+task's preparation, as soon as it gets its turn; a past task's result write and marker write)
+waits, up to :data:`GIVE_WAY_S`, while any placed task is still on its way to its model request.
+The process has one GIL and the host two cores; when a wave of tasks ends together, the tasks that
+start their model calls then go first, and the finished ones write after them. Measured in
+docs/worker.md, "Places".
 
 The consumer loop starts a message only while fewer than ``limit`` + its ahead allowance tickets are
 short of their place (:meth:`Places.claims`). Everything here is under one lock. Places and turns
@@ -179,12 +180,15 @@ class Ticket:
 
     def enter(self, ctx: TaskChecks) -> None:
         """Before the task's first step: take a free place, else a turn to prepare ahead; waits for
-        either. Raises ShutdownRequested (the task is handed back) on a stop, drain or revocation."""
+        either. Raises ShutdownRequested (the task is handed back) on a stop, drain or revocation.
+        With a turn, it gives way first: preparing ahead is background work."""
         p = self._places
         with p._lock:
             p._entering.append(self)
             p._grant()
             self._await(ctx, _State.NEW, p._entering)
+            if self._state is _State.PREPARING:
+                p._way_clear.wait_for(lambda: p._on_way == 0, GIVE_WAY_S)
         if self._state is _State.PLACED:
             p._on_take()
 

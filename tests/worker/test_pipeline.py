@@ -739,9 +739,8 @@ def _place_taken_when(h: Harness, body: dict[str, Any]) -> list[tuple[list[int],
 def test_a_task_gets_ready_before_its_place_and_works_only_inside_it() -> None:
     h = Harness()
     # Ready ahead of a place (llm_worker/places.py): the lookups (the marker, and the result: a
-    # possible redelivery) and RECEIVED, after giving way; the input read and the model call inside.
+    # possible redelivery) and RECEIVED; the input read and the model call inside.
     place = _run_placed(h, {"task_id": "t13", "prompt": "p"}, placed=False, offset=41)
-    assert place.when("give_way")[0] == ([], 0, 0, False, False)  # before its lookups
     assert place.when("take") == [([1], 2, 0, False, False)]  # asked once: it holds the place from then on
     waiting = h.progress.stages.index(Stage.WAITING_PLACE)
     assert h.progress.stages[waiting + 1] is Stage.CALLING_MODEL  # (this task has no input to read)

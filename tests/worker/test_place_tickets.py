@@ -283,3 +283,20 @@ def test_a_task_leaving_its_place_or_handed_one_is_counted_on_its_way_or_off_it(
     assert failing.placed and p.on_way() == 1  # handed a place: on its way now
     assert failing.release() is True  # a FAILED status queued before any model request
     assert p.on_way() == 0
+
+
+def test_a_task_with_a_turn_to_prepare_ahead_gives_way_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(places_module, "GIVE_WAY_S", 3600.0)
+    p, _ = places(1)
+    ctx = Checks()
+    starting = entered(p, ctx)  # the only place: on its way
+    ahead = p.ticket()
+    with in_thread(lambda: ahead.enter(ctx)) as out:
+        wait_until(lambda: p.waiting() == (0, 0), timeout=DEADLINE_S, what="a turn to prepare ahead")
+        waited = threading.Event()
+        threading.Timer(0.2, waited.set).start()
+        waited.wait(DEADLINE_S)
+        assert out == {}, "preparing ahead went before a task on its way"
+        starting.under_way()
+        wait_until(lambda: out.get("done"), timeout=DEADLINE_S, what="the turn, once the way cleared")
+    assert not ahead.placed
