@@ -214,13 +214,13 @@ class Ticket:
         with p._lock:
             self._arrive()
 
-    def give_way(self, most_s: float = GIVE_WAY_S) -> None:
+    def give_way(self, most_s: float | None = None) -> None:
         """Background work of this task (preparing ahead, writing past its place): wait up to
-        ``most_s`` while any placed task is on its way to its model request."""
+        ``most_s`` (:data:`GIVE_WAY_S`) while any placed task is on its way to its model request."""
         p = self._places
         with p._lock:
             if not self._on_way:  # a task on its way never waits for itself
-                p._way_clear.wait_for(lambda: p._on_way == 0, most_s)
+                p._way_clear.wait_for(lambda: p._on_way == 0, GIVE_WAY_S if most_s is None else most_s)
 
     def release(self) -> bool:
         """The model has answered (or the task's FAILED status is queued): give the place back early.
