@@ -139,7 +139,7 @@ class ConsumerLoop:
         self._last_poll = 0.0
         self._stuck = False  # set by the rebalance listener when it collects a STUCK completion
         self._full = False  # intake was blocked last turn (see _intake_blocked)
-        self._capacity_now: Capacity | None = None  # this turn's capacity, once read (see _capacity)
+        self._capacity_now: Capacity | None = None  # this turn's capacity (see _refresh_capacity)
         self._places = Places(
             most_past=config.max_concurrent,
             on_take=progress.task_took_place,
@@ -180,25 +180,28 @@ class ConsumerLoop:
             raise FencedInstanceIdError("heartbeat fenced: another process joined with our group.instance.id")
         self._progress.heartbeat()
         self._on_turn()
-        self._capacity_now = None  # read again before the poll, and again after it (the long wait)
+        self._refresh_capacity()  # before the poll, and again after it (the long wait)
         verdict = self._inflight.collect()
         self._commit()
         self._start_tasks()
         paused = self._set_intake()
         records = self._poll(paused)
-        self._capacity_now = None
+        self._refresh_capacity()
         self._take(records)
         self._start_tasks()
         self._publish_state()
         return verdict
 
+    def _refresh_capacity(self) -> Capacity:
+        """Read how many tasks may run now, and let the places follow it. Twice a turn: it reads the
+        control area, the spend gate and the breaker, and was read several times a turn (3-11 % of
+        the worker's samples)."""
+        self._capacity_now = capacity = self._read_capacity()
+        self._places.set_limit(capacity.places)
+        return capacity
+
     def _capacity(self) -> Capacity:
-        """How many tasks may run now; read at most twice a turn (it reads the control area, the spend
-        gate and the breaker, and was read several times a turn: 3-11 % of the worker's samples)."""
-        if self._capacity_now is None:
-            self._capacity_now = self._read_capacity()
-            self._places.set_limit(self._capacity_now.places)
-        return self._capacity_now
+        return self._capacity_now or self._refresh_capacity()
 
     def _read_capacity(self) -> Capacity:
         cap = self._progress.control().concurrency_cap
@@ -301,9 +304,9 @@ class ConsumerLoop:
                 self._inflight.take(partition, record.offset, record, now)
 
     def _start_tasks(self) -> None:
-        claimable = self._claimable()  # and the places' limit follows the capacity
         if self._progress.control().intake_paused:
             return  # intake paused by the supervisor: held records wait (a drain holds for them too)
+        claimable = self._claimable()
         while self._places.claims() < claimable:
             held = self._inflight.next_to_start(run_alone=self._suspect)
             if held is None:

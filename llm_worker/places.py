@@ -70,7 +70,7 @@ class _State(enum.Enum):
     PREPARING = "preparing"  # ahead, using one of the prepare_at_once turns
     READY = "ready"  # ahead, prepared, waiting for a place
     PLACED = "placed"
-    PAST = "past"  # gave its place back with its final status queued
+    PAST = "past"  # gave its place back: the model answered, or its FAILED status is queued
     CLOSED = "closed"  # its thread ended
 
 
@@ -158,6 +158,10 @@ class Places:
         self._placed -= 1
         self._grant()
 
+    def _wait_way_clear(self, most_s: float) -> None:
+        """Under the lock: wait up to ``most_s`` until no placed task is on its way to its model call."""
+        self._way_clear.wait_for(lambda: self._on_way == 0, most_s)
+
     def _arrived(self) -> None:
         """A ticket on its way is no longer (under the lock)."""
         self._on_way -= 1
@@ -188,7 +192,7 @@ class Ticket:
             p._grant()
             self._await(ctx, _State.NEW, p._entering)
             if self._state is _State.PREPARING:
-                p._way_clear.wait_for(lambda: p._on_way == 0, GIVE_WAY_S)
+                p._wait_way_clear(GIVE_WAY_S)
         if self._state is _State.PLACED:
             p._on_take()
 
@@ -220,7 +224,7 @@ class Ticket:
         p = self._places
         with p._lock:
             if not self._on_way:  # a task on its way never waits for itself
-                p._way_clear.wait_for(lambda: p._on_way == 0, GIVE_WAY_S if most_s is None else most_s)
+                p._wait_way_clear(GIVE_WAY_S if most_s is None else most_s)
 
     def release(self) -> bool:
         """The model has answered (or the task's FAILED status is queued): give the place back early.

@@ -4,6 +4,7 @@ handed back. Threads with generous deadlines; the real-stack bounds are in tests
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -236,6 +237,17 @@ def test_places_go_to_ready_tasks_in_the_order_they_got_ready() -> None:
     assert p.claims() == 0 and p.placed() == 0
 
 
+def waited_s(step: Callable[[], None]) -> float:
+    started = time.monotonic()
+    step()
+    return time.monotonic() - started
+
+
+def giving_way(p: Places) -> int:
+    """Threads waiting in Places for the way to clear (CPython's Condition lists its waiters)."""
+    return len(p._way_clear._waiters)  # type: ignore[attr-defined]
+
+
 def test_background_work_gives_way_while_a_placed_task_is_on_its_way_to_its_model_call() -> None:
     p, _ = places(2)
     ctx = Checks()
@@ -244,11 +256,10 @@ def test_background_work_gives_way_while_a_placed_task_is_on_its_way_to_its_mode
     assert finished.release() is True  # the model answered: its result write is background work
     starting = entered(p, ctx)  # placed: on its way until its request goes out
     assert p.on_way() == 1
+    # Its longest wait, while the way stays taken (a lower bound: it holds on a busy machine too).
+    assert waited_s(lambda: finished.give_way(most_s=0.2)) >= 0.2
     with in_thread(lambda: finished.give_way(most_s=3600)) as out:
-        waited = threading.Event()
-        threading.Timer(0.2, waited.set).start()
-        waited.wait(DEADLINE_S)
-        assert out == {}, "background work went ahead of a task on its way"
+        wait_until(lambda: giving_way(p) == 1, timeout=DEADLINE_S, what="the write giving way")
         starting.under_way()
         wait_until(lambda: out.get("done"), timeout=DEADLINE_S, what="the way cleared")
     assert p.on_way() == 0
@@ -286,17 +297,15 @@ def test_a_task_leaving_its_place_or_handed_one_is_counted_on_its_way_or_off_it(
 
 
 def test_a_task_with_a_turn_to_prepare_ahead_gives_way_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(places_module, "GIVE_WAY_S", 3600.0)
     p, _ = places(1)
     ctx = Checks()
     starting = entered(p, ctx)  # the only place: on its way
+    monkeypatch.setattr(places_module, "GIVE_WAY_S", 0.2)
+    assert waited_s(lambda: entered(p, ctx)) >= 0.2  # a turn, then its longest wait
+    monkeypatch.setattr(places_module, "GIVE_WAY_S", 3600.0)
     ahead = p.ticket()
     with in_thread(lambda: ahead.enter(ctx)) as out:
-        wait_until(lambda: p.waiting() == (0, 0), timeout=DEADLINE_S, what="a turn to prepare ahead")
-        waited = threading.Event()
-        threading.Timer(0.2, waited.set).start()
-        waited.wait(DEADLINE_S)
-        assert out == {}, "preparing ahead went before a task on its way"
+        wait_until(lambda: giving_way(p) == 1, timeout=DEADLINE_S, what="the turn giving way")
         starting.under_way()
         wait_until(lambda: out.get("done"), timeout=DEADLINE_S, what="the turn, once the way cleared")
     assert not ahead.placed
